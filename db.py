@@ -1,0 +1,374 @@
+"""The database layer shared by the daemon, the job worker and the admin server.
+
+    db = Database.from_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    db.migrate()
+    row = db.fetch_one("get_schedule", id="feed-refresh")
+    with db.transaction():
+        if db.execute("claim_occurrence", ...) == 1: ...
+
+Every statement lives in queries.sql under a name; every table in schema.sql. Callers pass named
+parameters and get dicts back, with times as timezone-aware UTC datetimes on both backends. The few
+differences between SQLite and MySQL live in the two dialect objects below and nowhere else.
+
+Connections are per thread. A connection that went stale between transactions (server restart,
+wait_timeout, network blip) is replaced transparently when the next transaction begins; one that drops
+mid-transaction raises DatabaseUnavailable and the caller retries its step later. Driver errors are
+translated here into errors.DatabaseUnavailable and errors.Conflict.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import urllib.parse
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from errors import ConfigError, Conflict, DatabaseUnavailable
+
+DEFAULT_DATABASE_URL = "sqlite:///schedules.db"
+HERE = Path(__file__).resolve().parent
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def utc_ms(value: datetime) -> datetime:
+    """`value` in UTC, cut to the millisecond the database keeps (DATETIME(3))."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: every time in this project is timezone-aware")
+    value = value.astimezone(timezone.utc)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _sqlite_datetime(raw: bytes) -> datetime:
+    return datetime.strptime(raw.decode(), SQLITE_TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+sqlite3.register_converter("DATETIME", _sqlite_datetime)
+
+
+@dataclass(frozen=True)
+class SQLiteDialect:
+    """The embedded default: one file, many processes, one writer at a time."""
+
+    name: str = "sqlite"
+    begin_write: str = "BEGIN IMMEDIATE"   # take the write lock up front: no upgrade deadlocks
+    insert_ignore: str = "INSERT OR IGNORE"
+    for_update_skip_locked: str = ""       # BEGIN IMMEDIATE already excludes every other writer
+    now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+    def to_db(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return utc_ms(value).strftime(SQLITE_TIME_FORMAT)[:-3]
+        return value
+
+    def from_db(self, value: Any) -> Any:
+        return value
+
+
+@dataclass(frozen=True)
+class MySQLDialect:
+    """Production: MySQL 8 or MariaDB 10.6+ through PyMySQL, sessions in UTC at READ COMMITTED."""
+
+    name: str = "mysql"
+    begin_write: str = "START TRANSACTION"
+    insert_ignore: str = "INSERT IGNORE"
+    for_update_skip_locked: str = "FOR UPDATE SKIP LOCKED"
+    now: str = "UTC_TIMESTAMP(3)"
+
+    def to_db(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return utc_ms(value).replace(tzinfo=None)
+        return value
+
+    def from_db(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+# MySQL client error codes that mean "this connection is gone".
+MYSQL_CONNECTION_LOST = {2003, 2006, 2013, 2055}
+# MySQL server error codes that mean "you lost a race, try again".
+MYSQL_CONFLICT = {1205, 1213, 1062}
+
+
+def load_queries(text: str) -> dict[str, str]:
+    """Parse queries.sql: each statement follows a `-- name: x` line and a one-line description."""
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        queries[name.strip()] = "\n".join(lines).strip().rstrip(";")
+    return queries
+
+
+def load_migrations(text: str) -> dict[int, list[str]]:
+    """Parse schema.sql into {version: [statement, ...]}."""
+    migrations: dict[int, list[str]] = {}
+    for block in re.split(r"^-- migration: ", text, flags=re.M)[1:]:
+        version, _, body = block.partition("\n")
+        body = "\n".join(re.sub(r"\s*--.*$", "", line) for line in body.splitlines())
+        migrations[int(version)] = [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
+    return migrations
+
+
+def sqlite_ddl(statement: str) -> str:
+    """schema.sql is MySQL's dialect; these are the only two spellings SQLite does not accept."""
+    statement = re.sub(r"BIGINT\s+NOT NULL\s+AUTO_INCREMENT\s+PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", statement)
+    return re.sub(r"\)\s*ENGINE=.*$", ")", statement, flags=re.S)
+
+
+def parse_database_url(url: str) -> tuple[str, dict[str, Any]]:
+    """('sqlite', {path}) or ('mysql', {host, port, user, password, database}); ConfigError otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "sqlite" and parts.path not in ("", "/"):
+        # sqlite:///relative.db has path '/relative.db'; sqlite:////abs.db has '//abs.db'.
+        return "sqlite", {"path": parts.path[1:]}
+    if parts.scheme in ("mysql", "mysql+pymysql") and parts.hostname and parts.path.strip("/"):
+        try:
+            port = parts.port or 3306
+        except ValueError:
+            port = None
+        if port is not None:
+            return "mysql", {
+                "host": parts.hostname,
+                "port": port,
+                "user": urllib.parse.unquote(parts.username or "root"),
+                "password": urllib.parse.unquote(parts.password or ""),
+                "database": parts.path.strip("/"),
+            }
+    raise ConfigError(
+        f"DATABASE_URL {redact_url(url)!r} is not understood: use sqlite:///relative.db, "
+        "sqlite:////absolute/path.db or mysql://user:password@host:3306/dbname"
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, fit for a log line."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+class Database:
+    """A handful of names (execute, insert, fetch_one, fetch_all, transaction); nothing else touches a cursor."""
+
+    def __init__(self, kind: str, params: dict[str, Any], url: str):
+        self.kind = kind
+        self.params = params
+        self.url = redact_url(url)
+        self.dialect = SQLiteDialect() if kind == "sqlite" else MySQLDialect()
+        self.queries = self._render_queries((HERE / "queries.sql").read_text())
+        self.statements_issued = 0  # read by bench/ to count database round trips
+        self._local = threading.local()
+        if kind == "mysql":
+            try:
+                import pymysql  # noqa: F401  (imported here so SQLite users never need it)
+            except ImportError:
+                raise ConfigError("DATABASE_URL is a mysql:// URL but PyMySQL is missing: run pip install -r requirements.txt") from None
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        kind, params = parse_database_url(url)
+        return cls(kind, params, url)
+
+    # -- the interface -------------------------------------------------------------------------------
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        """Run a named statement; returns the number of rows it changed."""
+        return self._run(query, params, lambda cur: cur.rowcount)
+
+    def insert(self, query: str, /, **params: Any) -> int:
+        """Run a named INSERT; returns the new row's id."""
+        return self._run(query, params, lambda cur: cur.lastrowid)
+
+    def execute_many(self, query: str, rows: list[dict[str, Any]]) -> None:
+        """Run a named statement once per parameter dict, in one round trip where the driver can."""
+        if rows:
+            self._run(query, rows, lambda cur: None, many=True)
+
+    def fetch_one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
+        rows = self._run(query, params, self._rows)
+        return rows[0] if rows else None
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
+        return self._run(query, params, self._rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction: commits on success, rolls back and re-raises on error. Not re-entrant."""
+        if getattr(self._local, "in_transaction", False):
+            raise RuntimeError("transaction() is not re-entrant")
+        self._begin()
+        self._local.in_transaction = True
+        try:
+            yield self
+            self._translate(lambda: self._connection().commit())
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        finally:
+            self._local.in_transaction = False
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close their own when they end)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def migrate(self) -> int:
+        """Apply the schema.sql migrations this database has not seen; returns the schema version."""
+        migrations = load_migrations((HERE / "schema.sql").read_text())
+        if self.kind == "sqlite":
+            # SQLite's DDL is transactional: one BEGIN IMMEDIATE makes the whole upgrade atomic.
+            with self.transaction():
+                return self._apply_migrations(migrations)
+        # MySQL commits DDL implicitly, so processes starting together serialise on a named lock.
+        self._run("acquire_schema_lock", {}, self._rows)
+        try:
+            return self._apply_migrations(migrations)
+        finally:
+            self._run("release_schema_lock", {}, self._rows)
+
+    # -- the machinery -------------------------------------------------------------------------------
+
+    def _apply_migrations(self, migrations: dict[int, list[str]]) -> int:
+        self.execute("create_schema_version_table")
+        current = (self.fetch_one("get_schema_version") or {}).get("version") or 0
+        for version in sorted(v for v in migrations if v > current):
+            for statement in migrations[version]:
+                ddl = sqlite_ddl(statement) if self.kind == "sqlite" else statement
+                self._run_sql(ddl, {}, lambda cur: None)
+            self.execute("record_schema_version", version=version, applied_at=datetime.now(timezone.utc))
+            current = version
+        return current
+
+    def _render_queries(self, text: str) -> dict[str, str]:
+        rendered = {}
+        for name, sql in load_queries(text).items():
+            for token in ("insert_ignore", "for_update_skip_locked", "now"):
+                sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
+            if self.kind == "mysql":
+                sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
+            rendered[name] = sql
+        return rendered
+
+    def _rows(self, cur: Any) -> list[dict[str, Any]]:
+        if cur.description is None:
+            return []
+        names = [d[0] for d in cur.description]
+        from_db = self.dialect.from_db
+        return [{n: from_db(v) for n, v in zip(names, row)} for row in cur.fetchall()]
+
+    def _run(self, name: str, params: Any, result: Any, many: bool = False) -> Any:
+        try:
+            sql = self.queries[name]
+        except KeyError:
+            raise KeyError(f"no query named {name!r} in queries.sql") from None
+        return self._run_sql(sql, params, result, many)
+
+    def _run_sql(self, sql: str, params: Any, result: Any, many: bool = False) -> Any:
+        to_db = self.dialect.to_db
+        if many:
+            params = [{k: to_db(v) for k, v in p.items()} for p in params]
+        else:
+            params = {k: to_db(v) for k, v in params.items()}
+
+        def attempt() -> Any:
+            cur = self._connection().cursor()
+            try:
+                self.statements_issued += 1
+                (cur.executemany if many else cur.execute)(sql, params)
+                return result(cur)
+            finally:
+                cur.close()
+
+        if getattr(self._local, "in_transaction", False):
+            return self._translate(attempt)
+        # Outside a transaction each statement commits on its own; a stale connection gets one retry.
+        try:
+            return self._translate(attempt)
+        except DatabaseUnavailable:
+            return self._translate(attempt)
+
+    def _begin(self) -> None:
+        def begin() -> None:
+            self.statements_issued += 1
+            self._connection().cursor().execute(self.dialect.begin_write)
+
+        try:
+            self._translate(begin)
+        except DatabaseUnavailable:
+            self._translate(begin)  # nothing was written yet, so a fresh connection may simply retry
+
+    def _rollback_quietly(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except Exception:
+            self.close()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect_sqlite() if self.kind == "sqlite" else self._connect_mysql()
+            self._local.conn = conn
+        return conn
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
+        path = self.params["path"]
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES)
+            conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, across processes
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+        return conn
+
+    def _connect_mysql(self) -> Any:
+        import pymysql
+
+        p = self.params
+        try:
+            conn = pymysql.connect(
+                host=p["host"], port=p["port"], user=p["user"], password=p["password"], database=p["database"],
+                autocommit=True, charset="utf8mb4", connect_timeout=10, read_timeout=60, write_timeout=60,
+            )
+            with conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        except pymysql.err.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot connect to MySQL at {p['host']}:{p['port']}: {exc.args[-1]}") from exc
+        return conn
+
+    def _translate(self, fn: Any) -> Any:
+        """Call fn, turning driver errors into DatabaseUnavailable (connection dropped) or Conflict."""
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Conflict(f"SQLite is busy: {exc}") from exc
+            raise
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"SQLite refused a duplicate: {exc}") from exc
+        except Exception as exc:
+            if self.kind != "mysql":
+                raise
+            import pymysql
+
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            if isinstance(exc, pymysql.err.InterfaceError) or code in MYSQL_CONNECTION_LOST:
+                self.close()
+                raise DatabaseUnavailable(f"lost the MySQL connection: {exc}") from exc
+            if code in MYSQL_CONFLICT:
+                raise Conflict(f"MySQL error {code}: {exc.args[-1]}") from exc
+            raise

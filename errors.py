@@ -1,0 +1,28 @@
+"""The project's exceptions: one base class, a subclass per kind of thing that can go wrong.
+
+Messages say what is wrong, where (schedule id, field, variable) and what to do about it.
+"""
+
+
+class ScheduleJobsError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(ScheduleJobsError):
+    """An environment variable or DATABASE_URL is malformed, or a driver is missing."""
+
+
+class DefinitionError(ScheduleJobsError):
+    """definitions.py or the job registry is invalid; `problems` lists one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid schedule definitions:\n  " + "\n  ".join(problems))
+
+
+class DatabaseUnavailable(ScheduleJobsError):
+    """The database cannot be reached, or the connection dropped mid-transaction; retry later."""
+
+
+class Conflict(ScheduleJobsError):
+    """A write lost a race (deadlock, lock wait timeout, duplicate key); retrying the step is safe."""

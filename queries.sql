@@ -1,0 +1,193 @@
+-- Every statement the application issues, by name. db.py loads this file; callers pass :named
+-- parameters. {insert_ignore}, {for_update_skip_locked} and {now} are filled in per backend by db.py.
+-- Booleans are compared with true/false so the operator SQL of the design documents reads the same.
+
+-- name: create_schema_version_table
+-- The bookkeeping table of schema.sql's migrations.
+CREATE TABLE IF NOT EXISTS SchemaVersion (version INT NOT NULL PRIMARY KEY, appliedAt DATETIME(3) NOT NULL);
+
+-- name: get_schema_version
+-- The newest migration applied.
+SELECT MAX(version) AS version FROM SchemaVersion;
+
+-- name: record_schema_version
+-- Remember that a migration was applied.
+INSERT INTO SchemaVersion (version, appliedAt) VALUES (:version, :applied_at);
+
+-- name: acquire_schema_lock
+-- MySQL only: serialise migrations of processes that start together (waits up to 60 s).
+SELECT GET_LOCK('schedule_jobs_schema', 60) AS acquired;
+
+-- name: release_schema_lock
+-- MySQL only: let the next process check the schema.
+SELECT RELEASE_LOCK('schedule_jobs_schema') AS released;
+
+-- name: ping
+-- Does the database answer?
+SELECT 1 AS ok;
+
+-- ---------------------------------------------------------------------------------------------------
+-- JobSchedule
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: list_schedules
+-- Every schedule row, in code or not.
+SELECT * FROM JobSchedule ORDER BY id;
+
+-- name: get_schedule
+-- One schedule row.
+SELECT * FROM JobSchedule WHERE id = :id;
+
+-- name: insert_schedule
+-- Sync: a schedule new in code appears disabled; a row another process just inserted is left alone.
+{insert_ignore} INTO JobSchedule (id, name, cron, timezone, enabled, runCount, failureCount, createdAt, updatedAt)
+VALUES (:id, :name, :cron, :timezone, false, 0, 0, :now, :now);
+
+-- name: update_schedule_definition
+-- Sync: copy a changed name, cron or time zone; an enabled schedule is rescheduled from now.
+UPDATE JobSchedule
+SET name = :name, cron = :cron, timezone = :timezone, updatedAt = :now,
+    nextRunAt = CASE WHEN enabled = true THEN :next_run_at ELSE NULL END
+WHERE id = :id;
+
+-- name: unschedule
+-- A row with no definition in code, or a disabled one, has no next run.
+UPDATE JobSchedule SET nextRunAt = NULL, updatedAt = :now WHERE id = :id AND nextRunAt IS NOT NULL;
+
+-- name: disabled_with_next_run
+-- Schedules disabled behind the daemon's back (e.g. by SQL) that still carry a next run time.
+SELECT id FROM JobSchedule WHERE enabled = false AND nextRunAt IS NOT NULL;
+
+-- name: enabled_without_next_run
+-- Schedules enabled behind the daemon's back (e.g. by SQL) that have no next run time yet.
+SELECT id FROM JobSchedule WHERE enabled = true AND nextRunAt IS NULL;
+
+-- name: schedule_first_run
+-- Give a newly enabled schedule its first occurrence after now, unless someone already did.
+UPDATE JobSchedule SET nextRunAt = :next_run_at, updatedAt = :now
+WHERE id = :id AND enabled = true AND nextRunAt IS NULL;
+
+-- name: enable_schedule
+-- Admin: enable; the first run is the next occurrence from now, never a stale one.
+UPDATE JobSchedule SET enabled = true, nextRunAt = :next_run_at, updatedAt = :now
+WHERE id = :id AND enabled = false;
+
+-- name: disable_schedule
+-- Admin: disable; a run in progress finishes, nothing new starts.
+UPDATE JobSchedule SET enabled = false, nextRunAt = NULL, updatedAt = :now
+WHERE id = :id AND enabled = true;
+
+-- name: due_schedules
+-- Enabled, unlocked schedules whose next occurrence has come, oldest first.
+SELECT id, nextRunAt FROM JobSchedule
+WHERE enabled = true AND nextRunAt <= :now AND lockedAt IS NULL
+ORDER BY nextRunAt LIMIT :limit;
+
+-- name: next_wakeup
+-- The earliest next run among enabled schedules: the daemon sleeps until then at most.
+SELECT nextRunAt FROM JobSchedule
+WHERE enabled = true AND nextRunAt IS NOT NULL AND lockedAt IS NULL
+ORDER BY nextRunAt LIMIT 1;
+
+-- name: claim_occurrence
+-- Claim the occurrence read as nextRunAt = :due. Matches only if no one has claimed or skipped it
+-- since (either would have moved nextRunAt) and no one holds the schedule: one row changed = ours.
+UPDATE JobSchedule
+SET lockedAt = :now, lockedBy = :owner, nextRunAt = :next_run_at, updatedAt = :now
+WHERE id = :id AND enabled = true AND nextRunAt = :due AND lockedAt IS NULL;
+
+-- name: skip_occurrences
+-- Missed-run policy SKIP: move past occurrences that fell due while no daemon was running.
+UPDATE JobSchedule SET nextRunAt = :next_run_at, updatedAt = :now
+WHERE id = :id AND enabled = true AND nextRunAt = :due AND lockedAt IS NULL;
+
+-- name: claim_schedule_now
+-- "Run now": hold the schedule without touching its timing; fails while anyone runs it.
+UPDATE JobSchedule SET lockedAt = :now, lockedBy = :owner, updatedAt = :now
+WHERE id = :id AND lockedAt IS NULL;
+
+-- name: renew_lock
+-- The holder extends its lease while its jobs run.
+UPDATE JobSchedule SET lockedAt = :now WHERE id = :id AND lockedBy = :owner;
+
+-- name: release_schedule
+-- The holder is done: record the outcome and let go. Matches nothing if the lease was taken away.
+UPDATE JobSchedule
+SET lockedAt = NULL, lockedBy = NULL, lastRunAt = :last_run_at, updatedAt = :now,
+    runCount = runCount + :succeeded, failureCount = failureCount + :failed
+WHERE id = :id AND lockedBy = :owner;
+
+-- name: expired_locks
+-- Leases not renewed for LOCK_TIMEOUT_MS: their holder is dead or cut off.
+SELECT id, lockedBy, lockedAt FROM JobSchedule WHERE lockedAt < :expired_before;
+
+-- name: free_expired_lock
+-- Take back one expired lease, counting the interrupted occurrence as a failure.
+UPDATE JobSchedule SET lockedAt = NULL, lockedBy = NULL, failureCount = failureCount + 1, updatedAt = :now
+WHERE id = :id AND lockedBy = :owner AND lockedAt = :locked_at;
+
+-- ---------------------------------------------------------------------------------------------------
+-- JobRun and JobLog
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: insert_run
+-- One row per job execution (or per skipped occurrence, with jobName '*').
+INSERT INTO JobRun (jobName, `trigger`, scheduleId, scheduledFor, batchId, attempt, status, workerId,
+                    queuedAt, startedAt, completedAt, durationMs, error, createdAt)
+VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, :status, :worker_id,
+        :queued_at, :started_at, :completed_at, :duration_ms, :error, :now);
+
+-- name: finish_run
+-- Record how a running job ended; matches nothing if recovery already failed it.
+UPDATE JobRun SET status = :status, completedAt = :completed_at, durationMs = :duration_ms, error = :error
+WHERE id = :id AND status = 'RUNNING';
+
+-- name: fail_runs_of_dead_workers
+-- Runs left RUNNING by a daemon or worker that is no longer alive.
+UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
+WHERE status = 'RUNNING'
+  AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
+
+-- name: insert_log
+-- One line a job wrote with ctx.log().
+INSERT INTO JobLog (runId, createdAt, level, message) VALUES (:run_id, :created_at, :level, :message);
+
+-- name: prune_logs
+-- Maintenance: log lines of finished runs older than the retention period.
+DELETE FROM JobLog WHERE runId IN (
+  SELECT id FROM JobRun WHERE createdAt < :before AND status NOT IN ('QUEUED', 'RUNNING'));
+
+-- name: prune_runs
+-- Maintenance: finished runs older than the retention period.
+DELETE FROM JobRun WHERE createdAt < :before AND status NOT IN ('QUEUED', 'RUNNING');
+
+-- ---------------------------------------------------------------------------------------------------
+-- WorkerInstance
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: register_worker
+-- A daemon, worker or admin server announces itself.
+INSERT INTO WorkerInstance (id, workerType, hostname, pid, status, startedAt, lastHeartbeatAt)
+VALUES (:id, :worker_type, :hostname, :pid, 'RUNNING', :now, :now);
+
+-- name: heartbeat
+-- Still alive (and alive again, if recovery had given up on us during an outage).
+UPDATE WorkerInstance SET lastHeartbeatAt = :now, status = 'RUNNING' WHERE id = :id;
+
+-- name: stop_worker
+-- A clean shutdown.
+UPDATE WorkerInstance SET status = 'STOPPED', stoppedAt = :now, lastHeartbeatAt = :now WHERE id = :id;
+
+-- name: mark_dead_workers
+-- Instances silent for LOCK_TIMEOUT_MS are dead: they stop counting as RUNNING.
+UPDATE WorkerInstance SET status = 'DEAD', stoppedAt = lastHeartbeatAt
+WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before;
+
+-- name: daemon_lifetimes
+-- When schedule daemons were alive, to tell an occurrence missed during downtime from a late one.
+SELECT startedAt, lastHeartbeatAt FROM WorkerInstance
+WHERE workerType = 'schedule_daemon' AND lastHeartbeatAt >= :since;
+
+-- name: prune_workers
+-- Maintenance: rows of instances that stopped or died before the retention period.
+DELETE FROM WorkerInstance WHERE status <> 'RUNNING' AND lastHeartbeatAt < :before;

@@ -1,0 +1,241 @@
+"""The schedule daemon: finds due schedules, claims each occurrence, runs its jobs inline, records it.
+
+    python schedule_daemon.py            run until SIGTERM/SIGINT
+    python schedule_daemon.py --once     sync, run what is due now, exit
+    python schedule_daemon.py --check    validate definitions and jobs, print the next runs, exit 0 or 1
+
+Any number of daemons may share one database: the claim (queries.sql: claim_occurrence) is a
+conditional UPDATE on the nextRunAt value that was read, so each occurrence runs exactly once. The
+loop sleeps until the earliest enabled nextRunAt or SCHEDULE_POLL_INTERVAL_MS, whichever is sooner;
+a heartbeat thread keeps the WorkerInstance row and the lease on the running schedule fresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+import cron
+from db import Database
+from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
+from runner import Presence, recover, run_claimed, skipped_record, sync_definitions, utcnow
+from scheduling import App, ScheduleDefinition, load_app
+from settings import Settings, configure_logging
+
+log = logging.getLogger("daemon")
+
+DUE_BATCH = 100  # due schedules read per query; the loop drains batch after batch
+
+
+def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) -> bool:
+    """Was some schedule daemon alive at instant `at`, judging by WorkerInstance start and heartbeat times?"""
+    return any(row["startedAt"] - grace <= at <= row["lastHeartbeatAt"] + grace for row in lifetimes)
+
+
+class ScheduleDaemon:
+    def __init__(self, db: Database, app: App, settings: Settings):
+        self.db = db
+        self.app = app
+        self.settings = settings
+        self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
+        self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
+        self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
+        self.stopping = threading.Event()
+        self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
+        self.next_housekeeping = datetime.min.replace(tzinfo=utcnow().tzinfo)
+
+    # -- start and stop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Migrate the schema, register, sync definitions: retried until the database answers."""
+        log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
+        self._until_database_answers("start-up", self._start_once)
+        policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
+        log.info("[daemon] Schedule daemon started")
+        log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
+                 "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
+        log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
+        log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
+                 self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
+                 self.lock_timeout.total_seconds())
+
+    def _start_once(self) -> None:
+        self.db.migrate()
+        if not self.presence.registered:
+            self.presence.register(utcnow())
+            log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
+        report = sync_definitions(self.db, self.app, utcnow())
+        log.info("[daemon] Synced %d schedule definitions from code (%d new, %d changed, %d not in code)",
+                 len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
+
+    def stop(self) -> None:
+        self.presence.stop(utcnow())
+        log.info("[daemon] Schedule daemon %s stopped", self.presence.id)
+
+    def request_stop(self, signum: int, _frame: Any) -> None:
+        """Signal handler: finish the job in hand, release, mark STOPPED, exit."""
+        log.info("[daemon] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                while self.run_pass(utcnow()) and not self.stopping.is_set():
+                    pass
+                backoff = 1.0
+                self.stopping.wait(self.seconds_until_next_pass(utcnow()))
+            except (DatabaseUnavailable, Conflict) as exc:
+                log.error("[daemon] database error, retrying in %.0fs: %s", backoff, exc)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+            except Exception:
+                log.exception("[daemon] unexpected error, retrying in %.0fs", backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    def run_once(self) -> None:
+        """--once: run what is due now, then return."""
+        while self.run_pass(utcnow()) and not self.stopping.is_set():
+            pass
+
+    def run_pass(self, now: datetime) -> bool:
+        """Housekeeping when it is time, then every due schedule of one batch. True if any was due."""
+        if now >= self.next_housekeeping:
+            self.housekeeping(now)
+            self.next_housekeeping = now + self.heartbeat_interval
+        due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
+        if not due:
+            return False
+        lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
+        for row in due:
+            if self.stopping.is_set():
+                break
+            schedule = self.app.schedules.get(row["id"])
+            if schedule is None:  # a row from a newer release's code; that release's daemons run it
+                self.db.execute("unschedule", id=row["id"], now=now)
+                continue
+            self.process_due(schedule, row["nextRunAt"], utcnow(), lifetimes)
+        return True
+
+    def housekeeping(self, now: datetime) -> None:
+        """Recover from dead processes, and follow enable/disable done by SQL behind our back."""
+        recover(self.db, now, self.lock_timeout)
+        for row in self.db.fetch_all("disabled_with_next_run"):
+            self.db.execute("unschedule", id=row["id"], now=now)
+        for row in self.db.fetch_all("enabled_without_next_run"):
+            schedule = self.app.schedules.get(row["id"])
+            if schedule is not None:
+                self.db.execute("schedule_first_run", id=schedule.id, next_run_at=schedule.next_after(now), now=now)
+
+    def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
+                    lifetimes: list[dict[str, Any]]) -> None:
+        """Run the latest due occurrence once, or skip it if it fell due while no daemon was running.
+
+        Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
+        replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
+        """
+        latest = max(due, schedule.latest_at_or_before(now))
+        next_run_at = schedule.next_after(now)
+        missed = not alive_at(lifetimes, latest, self.heartbeat_interval)
+        if missed and schedule.missed_run_policy == "SKIP":
+            with self.db.transaction():
+                if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) != 1:
+                    return  # another daemon dealt with it
+                self.db.insert("insert_run", **skipped_record(
+                    schedule.id, due, latest, "no schedule daemon was running (missed-run policy SKIP)",
+                    self.presence.id, now))
+            log.warning("[daemon] %s: skipped the occurrence(s) %s to %s missed while no daemon was running; "
+                        "next run %s", schedule.id, due.isoformat(), latest.isoformat(), next_run_at.isoformat())
+            return
+        with self.db.transaction():
+            if self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                               owner=self.presence.id, now=now) != 1:
+                return  # claimed, skipped or disabled by someone else since we read it
+            if latest > due:
+                reason = ("coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of ")
+                self.db.insert("insert_run", **skipped_record(
+                    schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
+                    self.presence.id, now))
+        run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
+
+    def seconds_until_next_pass(self, now: datetime) -> float:
+        """Until the earliest enabled nextRunAt, the next housekeeping, or the poll interval."""
+        wake = min(now + self.poll_interval, self.next_housekeeping)
+        row = self.db.fetch_one("next_wakeup")
+        if row is not None:
+            wake = min(wake, row["nextRunAt"])
+        return max(0.0, (wake - now).total_seconds())
+
+    def _until_database_answers(self, what: str, fn: Any) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                return fn()
+            except (DatabaseUnavailable, Conflict) as exc:
+                log.error("[daemon] %s: database unavailable, retrying in %.0fs: %s", what, backoff, exc)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+
+def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> datetime:
+    """The occurrence just before `occurrence`."""
+    return schedule.latest_at_or_before(occurrence - timedelta(milliseconds=1))
+
+
+def check(app: App, now: datetime) -> None:
+    """--check: print every schedule of this environment with its next three runs."""
+    print(f"{len(app.schedules)} schedules valid for APP_ENV={app.environment}, "
+          f"{len(app.registry.jobs)} jobs in {len(app.registry.groups)} groups")
+    for s in app.schedules.values():
+        jobs = ", ".join(j.name for j in app.jobs_for(s))
+        runs = ", ".join(t.isoformat() for t in cron.upcoming(s.cron, s.timezone, now, 3))
+        print(f"- {s.id}: {s.cron!r} in {s.timezone}, {s.execution_mode}"
+              f"{' ' + s.job_group if s.job_group else ''}, missed runs {s.missed_run_policy}\n"
+              f"    jobs: {jobs}\n    next: {runs}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="sync, run what is due now, exit")
+    mode.add_argument("--check", action="store_true", help="validate definitions, print next runs, exit")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+        app = load_app(settings.schedules_module, settings.environment)
+        if args.check:
+            check(app, utcnow())
+            return 0
+        if not settings.daemon_enabled:
+            log.info("[daemon] SCHEDULE_DAEMON_ENABLED=false: this process runs no schedules; exiting")
+            return 0
+        db = Database.from_url(settings.database_url)
+    except ScheduleJobsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    daemon = ScheduleDaemon(db, app, settings)
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    daemon.start()
+    try:
+        if not daemon.stopping.is_set():
+            daemon.run_once() if args.once else daemon.serve_forever()
+    except ScheduleJobsError as exc:  # only --once lets database errors through
+        log.error("[daemon] %s", exc)
+        return 1
+    finally:
+        daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Schedule definitions: the ScheduleDefinition type, their validation, and loading an application.
+
+An application is a module (SCHEDULES_MODULE, default `definitions`) with a list `schedules` of
+ScheduleDefinition and, optionally, its own job `registry` (default: the `jobs` package's). load_app()
+imports it, filters the schedules by environment and validates everything before any database is
+touched, raising one DefinitionError that lists every problem with the schedule id and field.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import cron
+from errors import ConfigError, DefinitionError
+from jobs import Job, JobRegistry
+
+EXECUTION_MODES = ("ALL_JOBS", "GROUP")
+MISSED_RUN_POLICIES = ("SKIP", "RUN_ONCE")
+ENVIRONMENTS = ("development", "test", "staging", "production")
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    id: str                                  # database key; letters, digits, '-', '_' and '.', at most 50
+    name: str
+    description: str
+    cron: str                                # 5 fields, or 6 with seconds last
+    timezone: str = "UTC"                    # IANA name the cron is read in
+    execution_mode: str = "ALL_JOBS"         # 'ALL_JOBS' | 'GROUP'
+    job_group: str | None = None             # required for GROUP
+    environments: tuple[str, ...] | None = None  # None: every environment
+    missed_run_policy: str = "SKIP"          # 'SKIP' | 'RUN_ONCE'
+
+    def next_after(self, after: datetime) -> datetime:
+        return cron.next_after(self.cron, self.timezone, after)
+
+    def latest_at_or_before(self, at: datetime) -> datetime:
+        return cron.latest_at_or_before(self.cron, self.timezone, at)
+
+
+@dataclass(frozen=True)
+class App:
+    """The validated schedules of this environment and the jobs they run."""
+
+    schedules: dict[str, ScheduleDefinition]
+    registry: JobRegistry
+    environment: str
+
+    def jobs_for(self, schedule: ScheduleDefinition) -> list[Job]:
+        return self.registry.jobs_for(schedule.execution_mode, schedule.job_group)
+
+
+def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry) -> list[str]:
+    """Every problem in `schedules`, one line each, naming the schedule id and the field."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for position, s in enumerate(schedules):
+        if not isinstance(s, ScheduleDefinition):
+            problems.append(f"schedules[{position}]: is a {type(s).__name__}, not a ScheduleDefinition")
+            continue
+        where = f"schedule {s.id!r}"
+        if not isinstance(s.id, str) or not s.id or len(s.id) > 50 or not all(c.isalnum() or c in "-_." for c in s.id):
+            problems.append(f"{where}: field 'id': use 1 to 50 letters, digits, '-', '_' or '.'")
+        if s.id in seen:
+            problems.append(f"{where}: field 'id': defined twice")
+        seen.add(s.id)
+        if (problem := cron.cron_problem(s.cron)) is not None:
+            problems.append(f"{where}: field 'cron': {problem}")
+        if (problem := cron.zone_problem(s.timezone)) is not None:
+            problems.append(f"{where}: field 'timezone': {problem}")
+        if s.execution_mode not in EXECUTION_MODES:
+            problems.append(f"{where}: field 'execution_mode': {s.execution_mode!r} is not one of {', '.join(EXECUTION_MODES)}")
+        elif s.execution_mode == "GROUP" and not s.job_group:
+            problems.append(f"{where}: field 'job_group': required when execution_mode is 'GROUP'")
+        elif s.execution_mode == "GROUP" and s.job_group not in registry.groups:
+            problems.append(f"{where}: field 'job_group': no job belongs to group {s.job_group!r} "
+                            f"(groups: {', '.join(sorted(registry.groups)) or 'none'})")
+        for env in s.environments or ():
+            if env not in ENVIRONMENTS:
+                problems.append(f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})")
+        if s.missed_run_policy not in MISSED_RUN_POLICIES:
+            problems.append(f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}")
+    return problems
+
+
+def load_app(module_name: str, environment: str) -> App:
+    """Import the definitions module, validate it and keep the schedules of `environment`."""
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV {environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"SCHEDULES_MODULE {module_name!r} cannot be imported: {exc}") from exc
+    schedules = getattr(module, "schedules", None)
+    if not isinstance(schedules, (list, tuple)):
+        raise ConfigError(f"SCHEDULES_MODULE {module_name!r} has no list named 'schedules'")
+    registry = getattr(module, "registry", None)
+    if registry is None:
+        from jobs import registry
+    problems = registry.problems() + schedule_problems(list(schedules), registry)
+    if problems:
+        raise DefinitionError(problems)
+    active = {s.id: s for s in schedules if s.environments is None or environment in s.environments}
+    return App(active, registry, environment)

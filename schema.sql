@@ -1,0 +1,71 @@
+-- Schema of the schedule jobs system, written in MySQL's dialect (the production database).
+--
+-- Each "-- migration: N" block is applied once, in order, and recorded in SchemaVersion, so a newer
+-- release upgrades an existing database without losing rows. Never edit a released block: add a new one.
+-- SQLite reads the same text after db.py rewrites three MySQL-only spellings (AUTO_INCREMENT keys,
+-- ENGINE clauses, the `ON UPDATE` of foreign keys is portable as is). All times are UTC, to the millisecond.
+
+-- migration: 1
+CREATE TABLE JobSchedule (
+  id              VARCHAR(50)  NOT NULL PRIMARY KEY,   -- the schedule id in definitions.py
+  name            VARCHAR(200) NOT NULL,
+  cron            VARCHAR(100) NOT NULL,               -- copied from code so a change is noticed at sync
+  timezone        VARCHAR(64)  NOT NULL,
+  enabled         BOOLEAN      NOT NULL DEFAULT false, -- the admin's switch; code never changes it
+  lockedAt        DATETIME(3)  NULL,                   -- lease: set by the claim, renewed while running
+  lockedBy        VARCHAR(100) NULL,                   -- WorkerInstance.id of the holder
+  lastRunAt       DATETIME(3)  NULL,
+  nextRunAt       DATETIME(3)  NULL,                   -- NULL while disabled
+  runCount        INT          NOT NULL DEFAULT 0,     -- occurrences whose jobs all completed
+  failureCount    INT          NOT NULL DEFAULT 0,     -- occurrences with a failed job or a dead runner
+  createdAt       DATETIME(3)  NOT NULL,
+  updatedAt       DATETIME(3)  NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX JobSchedule_enabled_nextRunAt ON JobSchedule (enabled, nextRunAt);
+CREATE INDEX JobSchedule_lockedAt ON JobSchedule (lockedAt);
+
+CREATE TABLE JobRun (
+  id              BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  jobName         VARCHAR(100) NOT NULL,               -- '*' for a record about a whole occurrence
+  `trigger`       VARCHAR(20)  NOT NULL,               -- CRON | MANUAL
+  scheduleId      VARCHAR(50)  NULL,
+  scheduledFor    DATETIME(3)  NULL,                   -- the occurrence this run belongs to
+  batchId         VARCHAR(36)  NULL,                   -- the runs of one occurrence share it
+  attempt         INT          NOT NULL DEFAULT 1,
+  status          VARCHAR(20)  NOT NULL,               -- QUEUED | RUNNING | COMPLETED | FAILED | SKIPPED
+  workerId        VARCHAR(100) NULL,                   -- WorkerInstance.id that ran it
+  queuedAt        DATETIME(3)  NULL,
+  startedAt       DATETIME(3)  NULL,
+  completedAt     DATETIME(3)  NULL,
+  durationMs      INT          NULL,
+  error           TEXT         NULL,                   -- message and traceback, or why it was skipped
+  createdAt       DATETIME(3)  NOT NULL,
+  CONSTRAINT JobRun_schedule FOREIGN KEY (scheduleId) REFERENCES JobSchedule (id) ON DELETE SET NULL,
+  -- The last line of defence for "exactly once": one row per job, occurrence, trigger and attempt.
+  CONSTRAINT JobRun_occurrence UNIQUE (scheduleId, scheduledFor, jobName, `trigger`, attempt)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX JobRun_scheduleId ON JobRun (scheduleId);
+CREATE INDEX JobRun_status ON JobRun (status, workerId);
+CREATE INDEX JobRun_createdAt ON JobRun (createdAt);
+
+CREATE TABLE JobLog (
+  id              BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  runId           BIGINT       NOT NULL,
+  createdAt       DATETIME(3)  NOT NULL,
+  level           VARCHAR(10)  NOT NULL,
+  message         TEXT         NOT NULL,
+  CONSTRAINT JobLog_run FOREIGN KEY (runId) REFERENCES JobRun (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX JobLog_runId ON JobLog (runId);
+
+CREATE TABLE WorkerInstance (
+  id              VARCHAR(100) NOT NULL PRIMARY KEY,
+  workerType      VARCHAR(30)  NOT NULL,               -- schedule_daemon | job_worker | admin_server
+  hostname        VARCHAR(255) NOT NULL,
+  pid             INT          NOT NULL,
+  status          VARCHAR(20)  NOT NULL,               -- RUNNING | STOPPED | DEAD
+  startedAt       DATETIME(3)  NOT NULL,
+  lastHeartbeatAt DATETIME(3)  NOT NULL,
+  stoppedAt       DATETIME(3)  NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX WorkerInstance_type_status ON WorkerInstance (workerType, status);

@@ -1,0 +1,73 @@
+"""Environment variables, read and checked in one place. Every variable is listed in the README."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from db import DEFAULT_DATABASE_URL
+from errors import ConfigError
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _millis(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive whole number of milliseconds, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    schedules_module: str
+    environment: str
+    daemon_enabled: bool
+    poll_interval_ms: int
+    heartbeat_interval_ms: int
+    lock_timeout_ms: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        settings = cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            schedules_module=env.get("SCHEDULES_MODULE") or "definitions",
+            environment=env.get("APP_ENV") or env.get("NODE_ENV") or "development",
+            daemon_enabled=_flag(env, "SCHEDULE_DAEMON_ENABLED", True),
+            poll_interval_ms=_millis(env, "SCHEDULE_POLL_INTERVAL_MS", 60_000),
+            heartbeat_interval_ms=_millis(env, "HEARTBEAT_INTERVAL_MS", 60_000),
+            lock_timeout_ms=_millis(env, "LOCK_TIMEOUT_MS", 300_000),
+        )
+        if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
+            raise ConfigError(
+                f"HEARTBEAT_INTERVAL_MS ({settings.heartbeat_interval_ms}) must be at most half of LOCK_TIMEOUT_MS "
+                f"({settings.lock_timeout_ms}), or a live holder's lease could expire between two renewals"
+            )
+        return settings
+
+
+def configure_logging() -> None:
+    """One line per event on stdout, as Railway's log view shows them."""
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    logging.Formatter.converter = time.gmtime

@@ -1,0 +1,134 @@
+"""The database layer on both backends: URLs, migrations, UTC datetimes, reconnects, the seeds' SQL."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from db import Database, load_migrations, parse_database_url, redact_url
+from errors import ConfigError, DatabaseUnavailable
+
+NOW = datetime(2026, 1, 10, 2, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def test_sqlite_urls_relative_and_absolute():
+    assert parse_database_url("sqlite:///schedules.db") == ("sqlite", {"path": "schedules.db"})
+    assert parse_database_url("sqlite:////var/data/s.db") == ("sqlite", {"path": "/var/data/s.db"})
+
+
+def test_mysql_url_with_escaped_password():
+    kind, params = parse_database_url("mysql://root:p%40ss@db.internal:3307/railway")
+    assert kind == "mysql"
+    assert params == {"host": "db.internal", "port": 3307, "user": "root", "password": "p@ss", "database": "railway"}
+
+
+@pytest.mark.parametrize("url", ["postgres://x@h/db", "sqlite://", "mysql://host-without-db", "mysql://u:pw@h:notaport/db", "nonsense"])
+def test_malformed_url_is_one_clear_error_without_the_password(url):
+    with pytest.raises(ConfigError) as error:
+        parse_database_url(url)
+    assert "DATABASE_URL" in str(error.value) and "pw@" not in str(error.value)
+
+
+def test_redacted_url_hides_password():
+    assert redact_url("mysql://root:secret@host:3306/db") == "mysql://root:***@host:3306/db"
+
+
+def test_migrations_are_recorded_and_idempotent(db):
+    version = max(load_migrations(open("schema.sql").read()))
+    assert db.migrate() == version  # the fixture migrated already: nothing more to do
+    assert db.fetch_one("get_schema_version")["version"] == version
+    db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    assert db.migrate() == version
+    assert db.fetch_one("get_schedule", id="a")["name"] == "A"
+
+
+def test_times_round_trip_as_aware_utc_to_the_millisecond(db):
+    db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    row = db.fetch_one("get_schedule", id="a")
+    assert row["createdAt"] == NOW.replace(microsecond=123000)
+    assert row["createdAt"].tzinfo is not None and row["createdAt"].utcoffset() == timedelta(0)
+    assert row["enabled"] in (0, False)
+
+
+def test_naive_datetimes_are_refused(db):
+    with pytest.raises(ValueError, match="naive"):
+        db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=datetime(2026, 1, 1))
+
+
+def test_transaction_rolls_back_on_error(db):
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+            raise RuntimeError("boom")
+    assert db.fetch_one("get_schedule", id="a") is None
+
+
+def test_unreachable_mysql_is_database_unavailable():
+    db = Database.from_url("mysql://u:p@127.0.0.1:1/none")
+    with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+        db.fetch_one("ping")
+
+
+def raw_mysql(db):
+    """A plain PyMySQL connection to the test database, as an operator's SQL client would have."""
+    import pymysql
+
+    p = db.params
+    return pymysql.connect(host=p["host"], port=p["port"], user=p["user"], password=p["password"],
+                           database=p["database"], autocommit=True)
+
+
+def test_killed_mysql_connection_is_replaced(db):
+    if db.kind != "mysql":
+        pytest.skip("connection loss is a MySQL matter")
+    db.fetch_one("ping")  # open the connection we are about to lose
+    operator = raw_mysql(db)
+    with operator.cursor() as cur:
+        cur.execute("SELECT id FROM information_schema.PROCESSLIST WHERE db = DATABASE() AND id <> CONNECTION_ID()")
+        victims = [row[0] for row in cur.fetchall()]
+        assert victims
+        for victim in victims:
+            cur.execute(f"KILL CONNECTION {victim}")
+    operator.close()
+    # The next transaction finds the dead connection at BEGIN, reconnects and carries on.
+    with db.transaction():
+        db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    assert db.fetch_one("get_schedule", id="a") is not None
+
+
+SEED_MONITORING_SQL = [
+    """SELECT workerType, status, lastHeartbeatAt,
+         TIMESTAMPDIFF(SECOND, lastHeartbeatAt, NOW()) as seconds_since_heartbeat
+       FROM WorkerInstance WHERE status = 'RUNNING'""",
+    """SELECT id, name, enabled, lastRunAt, nextRunAt, runCount, failureCount,
+         TIMESTAMPDIFF(MINUTE, lastRunAt, NOW()) as minutes_since_last
+       FROM JobSchedule WHERE enabled = true""",
+    """SELECT scheduleId, COUNT(*) as total,
+         SUM(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) as succeeded,
+         SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END) as failed,
+         ROUND(SUM(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) / COUNT(*) * 100, 2) as success_rate
+       FROM JobRun WHERE scheduleId IS NOT NULL AND createdAt > NOW() - INTERVAL 7 DAY GROUP BY scheduleId""",
+    "SELECT COUNT(*) FROM JobSchedule",
+    "SELECT COUNT(*) FROM WorkerInstance WHERE workerType = 'schedule_daemon' AND status = 'RUNNING'",
+    "SELECT COUNT(*) FROM JobSchedule WHERE lockedAt < NOW() - INTERVAL 10 MINUTE",
+    """SELECT id, workerType, lastHeartbeatAt, TIMESTAMPDIFF(SECOND, lastHeartbeatAt, NOW()) as seconds_ago
+       FROM WorkerInstance WHERE status = 'RUNNING' ORDER BY lastHeartbeatAt DESC""",
+    """SELECT id, name, lastRunAt, nextRunAt, TIMESTAMPDIFF(MINUTE, lastRunAt, NOW()) as minutes_since_last
+       FROM JobSchedule WHERE enabled = true ORDER BY lastRunAt DESC""",
+    "SELECT COUNT(*) as queued_jobs, MAX(queuedAt) as oldest_queued FROM JobRun WHERE status = 'QUEUED'",
+    "SELECT * FROM WorkerInstance WHERE workerType = 'job_worker'",
+    "SELECT * FROM WorkerInstance WHERE workerType = 'schedule_daemon'",
+    "SELECT workerType, COUNT(*) FROM WorkerInstance WHERE status = 'RUNNING' GROUP BY workerType",
+    "UPDATE JobSchedule SET enabled = true, nextRunAt = NULL WHERE id = 'feed-refresh'",
+]
+
+
+@pytest.mark.parametrize("sql", SEED_MONITORING_SQL)
+def test_design_documents_operator_sql_runs_verbatim_on_mysql(db, sql):
+    if db.kind != "mysql":
+        pytest.skip("the design documents' SQL is MySQL's dialect")
+    db.insert("register_worker", id="w1", worker_type="schedule_daemon", hostname="h", pid=1, now=NOW)
+    db.execute("insert_schedule", id="feed-refresh", name="Feed", cron="* * * * *", timezone="UTC", now=NOW)
+    operator = raw_mysql(db)
+    with operator.cursor() as cur:
+        cur.execute(sql)
+    operator.close()
