@@ -148,6 +148,19 @@ UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
 WHERE status = 'RUNNING'
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
+-- name: list_runs
+-- Run history, newest first, filtered by whichever of status, schedule and job are given; page with :before.
+SELECT * FROM JobRun
+WHERE (:status IS NULL OR status = :status)
+  AND (:schedule_id IS NULL OR scheduleId = :schedule_id)
+  AND (:job_name IS NULL OR jobName = :job_name)
+  AND (:before IS NULL OR id < :before)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: get_run
+-- One run.
+SELECT * FROM JobRun WHERE id = :id;
+
 -- name: insert_log
 -- One line a job wrote with ctx.log().
 INSERT INTO JobLog (runId, createdAt, level, message) VALUES (:run_id, :created_at, :level, :message);
@@ -182,6 +195,18 @@ UPDATE WorkerInstance SET status = 'STOPPED', stoppedAt = :now, lastHeartbeatAt 
 -- Instances silent for LOCK_TIMEOUT_MS are dead: they stop counting as RUNNING.
 UPDATE WorkerInstance SET status = 'DEAD', stoppedAt = lastHeartbeatAt
 WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before;
+
+-- name: list_workers
+-- Every instance, newest first.
+SELECT * FROM WorkerInstance ORDER BY startedAt DESC;
+
+-- name: get_worker
+-- One instance.
+SELECT * FROM WorkerInstance WHERE id = :id;
+
+-- name: running_workers
+-- The instances of one type that count as running (the design documents' "ghost" check).
+SELECT * FROM WorkerInstance WHERE workerType = :worker_type AND status = 'RUNNING';
 
 -- name: daemon_lifetimes
 -- When schedule daemons were alive, to tell an occurrence missed during downtime from a late one.

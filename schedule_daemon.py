@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ class ScheduleDaemon:
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
         self.stopping = threading.Event()
         self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
-        self.next_housekeeping = datetime.min.replace(tzinfo=utcnow().tzinfo)
+        self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
 
     # -- start and stop ------------------------------------------------------------------------------
 
@@ -107,14 +108,16 @@ class ScheduleDaemon:
             pass
 
     def run_pass(self, now: datetime) -> bool:
-        """Housekeeping when it is time, then every due schedule of one batch. True if any was due."""
-        if now >= self.next_housekeeping:
-            self.housekeeping(now)
-            self.next_housekeeping = now + self.heartbeat_interval
+        """Housekeeping, then every due schedule of one batch. True if any was due."""
+        if now >= self.next_recovery:
+            recover(self.db, now, self.lock_timeout)
+            self.next_recovery = now + self.heartbeat_interval
+        self.follow_enablement(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
         if not due:
             return False
         lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
+        started = time.monotonic()
         for row in due:
             if self.stopping.is_set():
                 break
@@ -122,12 +125,12 @@ class ScheduleDaemon:
             if schedule is None:  # a row from a newer release's code; that release's daemons run it
                 self.db.execute("unschedule", id=row["id"], now=now)
                 continue
-            self.process_due(schedule, row["nextRunAt"], utcnow(), lifetimes)
+            elapsed = timedelta(seconds=time.monotonic() - started)  # earlier schedules' jobs took time
+            self.process_due(schedule, row["nextRunAt"], now + elapsed, lifetimes)
         return True
 
-    def housekeeping(self, now: datetime) -> None:
-        """Recover from dead processes, and follow enable/disable done by SQL behind our back."""
-        recover(self.db, now, self.lock_timeout)
+    def follow_enablement(self, now: datetime) -> None:
+        """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
         for row in self.db.fetch_all("disabled_with_next_run"):
             self.db.execute("unschedule", id=row["id"], now=now)
         for row in self.db.fetch_all("enabled_without_next_run"):
@@ -167,8 +170,8 @@ class ScheduleDaemon:
         run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
 
     def seconds_until_next_pass(self, now: datetime) -> float:
-        """Until the earliest enabled nextRunAt, the next housekeeping, or the poll interval."""
-        wake = min(now + self.poll_interval, self.next_housekeeping)
+        """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
+        wake = now + self.poll_interval
         row = self.db.fetch_one("next_wakeup")
         if row is not None:
             wake = min(wake, row["nextRunAt"])

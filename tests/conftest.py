@@ -151,3 +151,27 @@ def db(database_url):
     database.migrate()
     yield database
     database.close()
+
+
+def operator_connection(db: Database):
+    """A plain driver connection to the test database, as an operator's SQL client would have."""
+    if db.kind == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(db.params["path"], isolation_level=None, timeout=30)
+    import pymysql
+
+    p = db.params
+    return pymysql.connect(host=p["host"], port=p["port"], user=p["user"], password=p["password"],
+                           database=p["database"], autocommit=True)
+
+
+def operator_sql(db: Database, sql: str) -> list:
+    """Run SQL exactly as written, outside the application's query file."""
+    conn = operator_connection(db)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return list(cur.fetchall())
+    finally:
+        conn.close()

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.conftest import operator_connection, operator_sql
 from db import Database, load_migrations, parse_database_url, redact_url
 from errors import ConfigError, DatabaseUnavailable
 
@@ -68,20 +69,11 @@ def test_unreachable_mysql_is_database_unavailable():
         db.fetch_one("ping")
 
 
-def raw_mysql(db):
-    """A plain PyMySQL connection to the test database, as an operator's SQL client would have."""
-    import pymysql
-
-    p = db.params
-    return pymysql.connect(host=p["host"], port=p["port"], user=p["user"], password=p["password"],
-                           database=p["database"], autocommit=True)
-
-
 def test_killed_mysql_connection_is_replaced(db):
     if db.kind != "mysql":
         pytest.skip("connection loss is a MySQL matter")
     db.fetch_one("ping")  # open the connection we are about to lose
-    operator = raw_mysql(db)
+    operator = operator_connection(db)
     with operator.cursor() as cur:
         cur.execute("SELECT id FROM information_schema.PROCESSLIST WHERE db = DATABASE() AND id <> CONNECTION_ID()")
         victims = [row[0] for row in cur.fetchall()]
@@ -128,7 +120,4 @@ def test_design_documents_operator_sql_runs_verbatim_on_mysql(db, sql):
         pytest.skip("the design documents' SQL is MySQL's dialect")
     db.insert("register_worker", id="w1", worker_type="schedule_daemon", hostname="h", pid=1, now=NOW)
     db.execute("insert_schedule", id="feed-refresh", name="Feed", cron="* * * * *", timezone="UTC", now=NOW)
-    operator = raw_mysql(db)
-    with operator.cursor() as cur:
-        cur.execute(sql)
-    operator.close()
+    operator_sql(db, sql)
