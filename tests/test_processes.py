@@ -112,9 +112,9 @@ def test_three_daemons_run_each_every_second_occurrence_exactly_once(db, daemons
 
 
 def test_kill_9_mid_run_frees_the_lock_fails_the_run_and_the_schedule_runs_again(db, daemons):
-    victim = daemons.start(TEST_JOB_SECONDS="60", TEST_CRON="*/3 * * * * *")
+    victim = daemons.start(TEST_JOB_SECONDS="60", TEST_CRON="* * * * * */3")
     wait_for_schedule_row(db)
-    enable_now(db, tick_schedule("*/3 * * * * *"))
+    enable_now(db, tick_schedule("* * * * * */3"))
     wait_for(lambda: daemons.executions(), 30, "the victim to start its long job")
     locked = db.fetch_one("get_schedule", id="tick")
     assert locked["lockedBy"] is not None
@@ -122,7 +122,7 @@ def test_kill_9_mid_run_frees_the_lock_fails_the_run_and_the_schedule_runs_again
     victim.wait()
     killed_at = now()
 
-    rescuer = daemons.start(TEST_CRON="*/3 * * * * *")  # its jobs are quick
+    rescuer = daemons.start(TEST_CRON="* * * * * */3")  # its jobs are quick
     wait_for(lambda: len(daemons.executions()) >= 2, 30, "the schedule to run again under the rescuer")
     orphan = db.fetch_all("list_runs", status="FAILED", schedule_id="tick", job_name=None, before=None, limit=10)
     assert len(orphan) == 1 and "died" in orphan[0]["error"]
