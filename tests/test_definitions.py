@@ -1,0 +1,108 @@
+"""Definitions are validated at load, before the database is touched; the command line reports it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from errors import ConfigError, DefinitionError
+from scheduling import load_app
+from tests.conftest import ROOT
+
+
+def run_daemon(*args, **env):
+    return subprocess.run([sys.executable, str(ROOT / "schedule_daemon.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+def test_every_problem_is_reported_once_with_schedule_id_and_field():
+    with pytest.raises(DefinitionError) as error:
+        load_app("tests.apps.broken", "test")
+    problems = error.value.problems
+    expected = [
+        ("work.a", "'depends_on'", "unknown job 'work.missing'"),
+        ("bad-cron", "'cron'", "not a valid cron expression"),
+        ("bad-zone", "'timezone'", "not a known IANA time zone"),
+        ("twice", "'id'", "defined twice"),
+        ("no-group", "'job_group'", "required when execution_mode is 'GROUP'"),
+        ("empty-group", "'job_group'", "no job belongs to group 'nobody'"),
+        ("bad-env", "'environments'", "unknown environment 'prod'"),
+        ("bad-policy", "'missed_run_policy'", "'CATCH_UP_ALL' is not one of SKIP, RUN_ONCE"),
+    ]
+    assert len(problems) == len(expected), problems
+    for (where, field, what), problem in zip(expected, problems):
+        assert where in problem and field in problem and what in problem, problem
+
+
+def test_a_dependency_cycle_names_the_jobs():
+    with pytest.raises(DefinitionError, match="cycle: (x -> y -> x|y -> x -> y)"):
+        load_app("tests.apps.cycle", "test")
+
+
+def test_environments_filter_the_seed_schedules():
+    assert "dev-quick-test" in load_app("definitions", "development").schedules
+    production = load_app("definitions", "production").schedules
+    assert sorted(production) == ["daily-full-sync", "feed-refresh", "hourly-matching"]
+
+
+def test_group_mode_pulls_in_transitive_dependencies_in_order():
+    app = load_app("definitions", "production")
+    names = [j.name for j in app.jobs_for(app.schedules["feed-refresh"])]
+    assert names == ["matching.refresh_candidate_pool", "matching.update_match_scores", "feed.refresh_feeds"]
+
+
+def test_unknown_module_and_environment_are_config_errors():
+    with pytest.raises(ConfigError, match="SCHEDULES_MODULE 'nope' cannot be imported"):
+        load_app("nope", "test")
+    with pytest.raises(ConfigError, match="APP_ENV 'prod'"):
+        load_app("definitions", "prod")
+
+
+def test_check_prints_each_schedule_with_its_next_three_runs():
+    result = run_daemon("--check", APP_ENV="production")
+    assert result.returncode == 0, result.stderr
+    assert "3 schedules valid for APP_ENV=production" in result.stdout
+    for schedule_id in ("daily-full-sync", "hourly-matching", "feed-refresh"):
+        assert f"- {schedule_id}:" in result.stdout
+    assert result.stdout.count("next: ") == 3 and "dev-quick-test" not in result.stdout
+
+
+def test_check_exits_1_listing_the_problems(tmp_path):
+    result = run_daemon("--check", SCHEDULES_MODULE="tests.apps.broken", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1
+    assert "schedule 'bad-cron': field 'cron'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists(), "nothing is written when the definitions are invalid"
+
+
+def test_daemon_refuses_invalid_definitions_before_touching_the_database(tmp_path):
+    result = run_daemon(SCHEDULES_MODULE="tests.apps.broken", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1 and "invalid schedule definitions" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_disabled_daemon_logs_why_and_exits_0(tmp_path):
+    result = run_daemon(SCHEDULE_DAEMON_ENABLED="false", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 0
+    assert "SCHEDULE_DAEMON_ENABLED=false" in result.stdout
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DATABASE_URL": "postgres://u:secret@h/db"}, "DATABASE_URL 'postgres://u:***@h/db' is not understood"),
+    ({"SCHEDULE_POLL_INTERVAL_MS": "soon"}, "SCHEDULE_POLL_INTERVAL_MS must be a positive whole number"),
+    ({"SCHEDULE_DAEMON_ENABLED": "maybe"}, "SCHEDULE_DAEMON_ENABLED must be true or false"),
+    ({"HEARTBEAT_INTERVAL_MS": "200000"}, "must be at most half of LOCK_TIMEOUT_MS"),
+])
+def test_bad_configuration_is_one_line_and_exit_1(env, message):
+    result = run_daemon(**env)
+    assert result.returncode == 1
+    assert message in result.stderr and "secret" not in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_once_syncs_runs_nothing_due_and_exits(tmp_path):
+    result = run_daemon("--once", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Synced 4 schedule definitions from code (4 new" in result.stdout
+    assert "stopped" in result.stdout
