@@ -222,9 +222,11 @@ class Database:
             except Exception:
                 pass
 
-    def migrate(self) -> int:
+    def migrate(self, up_to: int | None = None) -> int:
         """Apply the schema.sql migrations this database has not seen; returns the schema version."""
         migrations = load_migrations((HERE / "schema.sql").read_text())
+        if up_to is not None:  # tests build an old database to upgrade
+            migrations = {v: m for v, m in migrations.items() if v <= up_to}
         if self.kind == "sqlite":
             # SQLite's DDL is transactional: one BEGIN IMMEDIATE makes the whole upgrade atomic.
             with self.transaction():

@@ -165,6 +165,10 @@ SELECT * FROM JobRun WHERE id = :id;
 -- One line a job wrote with ctx.log().
 INSERT INTO JobLog (runId, createdAt, level, message) VALUES (:run_id, :created_at, :level, :message);
 
+-- name: list_logs
+-- The lines a run wrote, in order.
+SELECT createdAt, level, message FROM JobLog WHERE runId = :run_id ORDER BY id;
+
 -- name: prune_logs
 -- Maintenance: log lines of finished runs older than the retention period.
 DELETE FROM JobLog WHERE runId IN (
@@ -216,3 +220,16 @@ WHERE workerType = 'schedule_daemon' AND lastHeartbeatAt >= :since;
 -- name: prune_workers
 -- Maintenance: rows of instances that stopped or died before the retention period.
 DELETE FROM WorkerInstance WHERE status <> 'RUNNING' AND lastHeartbeatAt < :before;
+
+-- ---------------------------------------------------------------------------------------------------
+-- AdminAudit
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: insert_audit
+-- Remember an admin's change or manual run.
+INSERT INTO AdminAudit (createdAt, actor, action, scheduleId, note, remoteAddress)
+VALUES (:now, :actor, :action, :schedule_id, :note, :remote_address);
+
+-- name: list_audit
+-- Audit entries, newest first; page with :before.
+SELECT * FROM AdminAudit WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit;

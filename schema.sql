@@ -69,3 +69,16 @@ CREATE TABLE WorkerInstance (
   stoppedAt       DATETIME(3)  NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE INDEX WorkerInstance_type_status ON WorkerInstance (workerType, status);
+
+-- migration: 2
+-- Who enabled, disabled or ran what, when, from where, and why.
+CREATE TABLE AdminAudit (
+  id              BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  createdAt       DATETIME(3)  NOT NULL,
+  actor           VARCHAR(200) NOT NULL,               -- the JWT's sub, or 'admin-token'
+  action          VARCHAR(20)  NOT NULL,               -- enable | disable | trigger
+  scheduleId      VARCHAR(50)  NULL,
+  note            VARCHAR(500) NULL,
+  remoteAddress   VARCHAR(64)  NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX AdminAudit_scheduleId ON AdminAudit (scheduleId);

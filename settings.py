@@ -32,6 +32,13 @@ def _millis(env: dict[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _port(env: dict[str, str]) -> int:
+    raw = env.get("PORT", "").strip() or "8080"
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ConfigError(f"PORT must be a TCP port number (0-65535), got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -41,6 +48,10 @@ class Settings:
     poll_interval_ms: int
     heartbeat_interval_ms: int
     lock_timeout_ms: int
+    host: str
+    port: int
+    admin_token: str | None
+    jwt_secret: str | None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,6 +64,10 @@ class Settings:
             poll_interval_ms=_millis(env, "SCHEDULE_POLL_INTERVAL_MS", 60_000),
             heartbeat_interval_ms=_millis(env, "HEARTBEAT_INTERVAL_MS", 60_000),
             lock_timeout_ms=_millis(env, "LOCK_TIMEOUT_MS", 300_000),
+            host=env.get("HOST") or "127.0.0.1",
+            port=_port(env),
+            admin_token=env.get("ADMIN_TOKEN") or None,
+            jwt_secret=env.get("JWT_SECRET") or None,
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(

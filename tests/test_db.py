@@ -121,3 +121,16 @@ def test_design_documents_operator_sql_runs_verbatim_on_mysql(db, sql):
     db.insert("register_worker", id="w1", worker_type="schedule_daemon", hostname="h", pid=1, now=NOW)
     db.execute("insert_schedule", id="feed-refresh", name="Feed", cron="* * * * *", timezone="UTC", now=NOW)
     operator_sql(db, sql)
+
+
+def test_an_existing_version_1_database_upgrades_without_losing_rows(database_url):
+    old = Database.from_url(database_url)
+    assert old.migrate(up_to=1) == 1
+    old.execute("insert_schedule", id="kept", name="Kept", cron="* * * * *", timezone="UTC", now=NOW)
+    old.close()
+    new = Database.from_url(database_url)
+    assert new.migrate() >= 2
+    assert new.fetch_one("get_schedule", id="kept")["name"] == "Kept"
+    new.execute("insert_audit", now=NOW, actor="admin-token", action="enable", schedule_id="kept", note=None,
+                remote_address="127.0.0.1")
+    assert [a["action"] for a in new.fetch_all("list_audit", before=None, limit=10)] == ["enable"]

@@ -1,0 +1,565 @@
+"""The admin server: a JSON API and one page to list schedules, enable/disable them, "Run now", read history.
+
+    ADMIN_TOKEN=change-me python admin_server.py        # serves on HOST:PORT (default 127.0.0.1:8080)
+    curl -H "Authorization: Bearer change-me" localhost:8080/admin/schedules
+
+Every /admin route needs `Authorization: Bearer <token>`: the ADMIN_TOKEN value, or (with JWT_SECRET
+set) an HS256 JWT whose `role` claim is ADMIN. The page at /admin is a static shell that asks for the
+token and sends it with each call. /healthz is open, for the platform's health check. The server will
+not start on a non-loopback HOST unless ADMIN_TOKEN or JWT_SECRET is set; on loopback without either
+it makes a one-off token and writes it to ./.admin-token.
+
+The routes are the ROUTES table below; errors are always `{"error": {"code": ..., "message": ...}}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import cron
+from admin_openapi import OPENAPI
+from db import Database, utc_ms
+from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
+from runner import Presence, run_claimed, sync_definitions, utcnow
+from scheduling import App, load_app
+from settings import Settings, configure_logging
+
+log = logging.getLogger("admin")
+
+MAX_BODY_BYTES = 64 * 1024
+RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
+PAGE = (Path(__file__).resolve().parent / "admin_page.html").read_bytes()
+
+
+class HTTPError(Exception):
+    """An error answer: status, machine-readable code, human message, extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def describe_cron(expression: str) -> str:
+    """Human text for a cron expression ("At 02:00 AM"); cron-descriptor wants seconds first, croniter last."""
+    from cron_descriptor import get_description
+
+    fields = expression.split()
+    if len(fields) == 6:
+        fields = fields[5:] + fields[:5]
+    try:
+        return get_description(" ".join(fields))
+    except Exception:  # the description is a nicety; the expression itself was validated at load
+        return expression
+
+
+# -- authentication ------------------------------------------------------------------------------------
+
+
+class Authenticator:
+    """Checks bearer tokens: the shared ADMIN_TOKEN, or an HS256 JWT with role ADMIN when JWT_SECRET is set."""
+
+    def __init__(self, admin_token: str | None, jwt_secret: str | None):
+        self.admin_token = admin_token
+        self.jwt_secret = jwt_secret
+
+    def actor(self, authorization: str | None) -> str:
+        """Who is asking, or HTTPError 401/403."""
+        challenge = {"WWW-Authenticate": 'Bearer realm="admin"'}
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPError(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN or admin JWT>", challenge)
+        token = authorization[len("Bearer "):].strip()
+        if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return "admin-token"
+        if self.jwt_secret:
+            import jwt
+
+            try:
+                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]})
+            except jwt.ExpiredSignatureError:
+                raise HTTPError(401, "unauthorized", "the token has expired",
+                                {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
+            except jwt.InvalidTokenError:
+                pass
+            else:
+                if claims.get("role") != "ADMIN":
+                    raise HTTPError(403, "forbidden", "this token is valid but its role is not ADMIN")
+                return str(claims.get("sub") or "jwt")
+        raise HTTPError(401, "unauthorized", "the token is not valid",
+                        {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'})
+
+
+# -- request parsing -----------------------------------------------------------------------------------
+
+
+def query_params(query: str, allowed: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """Parse ?a=1&b=2 with one parser per allowed name; anything else is a 400 naming it."""
+    params: dict[str, Any] = {name: None for name in allowed}
+    for name, values in urllib.parse.parse_qs(query, keep_blank_values=True).items():
+        if name not in allowed:
+            raise HTTPError(400, "bad_request", f"unknown query parameter {name!r} (allowed: {', '.join(allowed)})")
+        if len(values) > 1:
+            raise HTTPError(400, "bad_request", f"query parameter {name!r} given more than once")
+        try:
+            params[name] = allowed[name](values[0])
+        except ValueError as exc:
+            raise HTTPError(400, "bad_request", f"query parameter {name!r}: {exc}") from None
+    return params
+
+
+def positive_int(limit: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isdigit() or not 1 <= int(raw) <= limit:
+            raise ValueError(f"must be a whole number from 1 to {limit}, got {raw!r}")
+        return int(raw)
+    return parse
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+    return parse
+
+
+def text(raw: str) -> str:
+    if not raw or len(raw) > 100:
+        raise ValueError("must be 1 to 100 characters")
+    return raw
+
+
+PAGING = {"limit": positive_int(500), "before": positive_int(2**62)}
+
+
+def body_fields(body: Any, allowed: dict[str, type], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check a JSON object body field by field: unknown fields, wrong types and missing ones are 400s."""
+    if not isinstance(body, dict):
+        raise HTTPError(400, "bad_request", "the body must be a JSON object")
+    for name, value in body.items():
+        if name not in allowed:
+            hint = ("schedules are defined in code: only 'enabled' (and 'note') can change here; "
+                    "edit definitions.py and deploy" if name in SCHEDULE_CODE_FIELDS else f"allowed: {', '.join(allowed)}")
+            raise HTTPError(400, "bad_request", f"field {name!r} cannot be set: {hint}")
+        kind = allowed[name]
+        if not isinstance(value, kind):
+            raise HTTPError(400, "bad_request", f"field {name!r} must be a JSON {JSON_TYPE_NAMES[kind]}, got {json.dumps(value)}")
+    for name in required:
+        if name not in body:
+            raise HTTPError(400, "bad_request", f"field {name!r} is required")
+    if "note" in body and len(body["note"]) > 500:
+        raise HTTPError(400, "bad_request", "field 'note' must be at most 500 characters")
+    return body
+
+
+JSON_TYPE_NAMES = {bool: "boolean (true or false)", str: "string"}
+SCHEDULE_CODE_FIELDS = {"id", "name", "description", "cron", "timezone", "executionMode", "jobGroup", "environments",
+                        "missedRunPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
+
+
+# -- the API -------------------------------------------------------------------------------------------
+
+
+class AdminAPI:
+    """The handlers behind ROUTES: each takes the request and returns (status, JSON body)."""
+
+    def __init__(self, db: Database, app: App, settings: Settings):
+        self.db = db
+        self.app = app
+        self.settings = settings
+        self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
+        self.stopping = threading.Event()  # manual runs finish what they start, even at shutdown
+
+    # schedules
+
+    def schedule_json(self, row: dict[str, Any] | None, schedule_id: str, now: datetime) -> dict[str, Any]:
+        definition = self.app.schedules.get(schedule_id)
+        if definition is None and row is None:
+            raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
+        row = row or {}
+        cron_text = definition.cron if definition else row["cron"]
+        running = row.get("lockedAt") is not None
+        return {
+            "id": schedule_id,
+            "name": definition.name if definition else row["name"],
+            "description": definition.description if definition else "",
+            "cron": cron_text,
+            "cronDescription": describe_cron(cron_text),
+            "timezone": definition.timezone if definition else row["timezone"],
+            "executionMode": definition.execution_mode if definition else None,
+            "jobGroup": definition.job_group if definition else None,
+            "missedRunPolicy": definition.missed_run_policy if definition else None,
+            "jobs": [j.name for j in self.app.jobs_for(definition)] if definition else [],
+            "orphaned": definition is None,
+            "synced": bool(row),
+            "enabled": bool(row.get("enabled", False)),
+            "lastRunAt": iso(row.get("lastRunAt")),
+            "nextRunAt": iso(row.get("nextRunAt")),
+            "runCount": row.get("runCount", 0),
+            "failureCount": row.get("failureCount", 0),
+            "running": running,
+            "lockedBy": row.get("lockedBy"),
+            "lockedAt": iso(row.get("lockedAt")),
+            "nextRunTimes": [iso(t) for t in cron.upcoming(definition.cron, definition.timezone, now, 5)] if definition else [],
+        }
+
+    def list_schedules(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        rows = {row["id"]: row for row in self.db.fetch_all("list_schedules")}
+        now = utcnow()
+        ids = list(self.app.schedules) + sorted(set(rows) - set(self.app.schedules))
+        return 200, {"schedules": [self.schedule_json(rows.get(i), i, now) for i in ids]}
+
+    def get_schedule(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        schedule_id = request.args["id"]
+        return 200, {"schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, utcnow())}
+
+    def patch_schedule(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        body = body_fields(request.json(), {"enabled": bool, "note": str}, required=("enabled",))
+        schedule_id = request.args["id"]
+        definition = self.require_runnable(schedule_id)
+        now = utcnow()
+        with self.db.transaction():
+            if body["enabled"]:
+                changed = self.db.execute("enable_schedule", id=schedule_id, next_run_at=definition.next_after(now), now=now)
+            else:
+                changed = self.db.execute("disable_schedule", id=schedule_id, now=now)
+            if changed:
+                self.audit(request, "enable" if body["enabled"] else "disable", schedule_id, body.get("note"), now)
+        if changed:
+            log.info("[admin] %s %s schedule %s", request.actor, "enabled" if body["enabled"] else "disabled", schedule_id)
+        return 200, {"schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, now)}
+
+    def trigger(self, request: Request) -> tuple[int, Any]:
+        """Run now, inline, under the daemon's claim; without moving nextRunAt; for disabled schedules too."""
+        query_params(request.query, {})
+        body = body_fields(request.json(allow_empty=True), {"note": str})
+        schedule_id = request.args["id"]
+        definition = self.require_runnable(schedule_id)
+        presence = Presence(self.db, "admin_server", self.settings.heartbeat_interval_ms / 1000)
+        now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
+        with self.db.transaction():
+            if self.db.execute("claim_schedule_now", id=schedule_id, owner=presence.id, now=now) != 1:
+                holder = self.db.fetch_one("get_schedule", id=schedule_id)
+                raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
+                                f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
+            self.audit(request, "trigger", schedule_id, body.get("note"), now)
+            presence.register(now)
+        log.info("[admin] %s triggered schedule %s", request.actor, schedule_id)
+        try:
+            outcome = run_claimed(self.db, self.app, presence, definition, now, "MANUAL", now, self.stopping, "admin")
+        finally:
+            presence.stop(utcnow())
+        return 200, {
+            "message": "Schedule triggered",
+            "jobsExecuted": outcome.count("COMPLETED") + outcome.count("FAILED"),
+            "succeeded": outcome.count("COMPLETED"),
+            "failed": outcome.count("FAILED"),
+            "skipped": outcome.count("SKIPPED"),
+            "runs": [self.run_json(self.db.fetch_one("get_run", id=r["id"])) for r in outcome.runs],
+        }
+
+    def require_runnable(self, schedule_id: str) -> Any:
+        definition = self.app.schedules.get(schedule_id)
+        row = self.db.fetch_one("get_schedule", id=schedule_id)
+        if row is None and definition is None:
+            raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
+        if definition is None:
+            raise HTTPError(409, "orphaned", f"schedule {schedule_id!r} is no longer defined in code; it never runs")
+        if row is None:
+            raise HTTPError(409, "not_synced", f"schedule {schedule_id!r} is not in the database yet; restart the server or daemon to sync it")
+        return definition
+
+    def audit(self, request: Request, action: str, schedule_id: str, note: str | None, now: datetime) -> None:
+        self.db.insert("insert_audit", now=now, actor=request.actor, action=action, schedule_id=schedule_id,
+                       note=note, remote_address=request.remote_address)
+
+    # runs
+
+    @staticmethod
+    def run_json(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": row["id"], "jobName": row["jobName"], "status": row["status"], "trigger": row["trigger"],
+            "scheduleId": row["scheduleId"], "scheduledFor": iso(row["scheduledFor"]), "attempt": row["attempt"],
+            "workerId": row["workerId"], "queuedAt": iso(row["queuedAt"]), "startedAt": iso(row["startedAt"]),
+            "completedAt": iso(row["completedAt"]), "durationMs": row["durationMs"], "error": row["error"],
+            "createdAt": iso(row["createdAt"]),
+        }
+
+    def runs_page(self, rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+        return {"runs": [self.run_json(r) for r in rows], "nextBefore": rows[-1]["id"] if len(rows) == limit else None}
+
+    def history(self, request: Request) -> tuple[int, Any]:
+        params = query_params(request.query, PAGING)
+        schedule_id = request.args["id"]
+        if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
+            raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
+        limit = params["limit"] or 50
+        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None,
+                                 before=params["before"], limit=limit)
+        return 200, self.runs_page(rows, limit)
+
+    def list_jobs(self, request: Request) -> tuple[int, Any]:
+        params = query_params(request.query, {**PAGING, "status": one_of(RUN_STATUSES), "scheduleId": text, "jobName": text})
+        limit = params["limit"] or 50
+        rows = self.db.fetch_all("list_runs", status=params["status"], schedule_id=params["scheduleId"],
+                                 job_name=params["jobName"], before=params["before"], limit=limit)
+        return 200, self.runs_page(rows, limit)
+
+    def get_job(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        run_id = int(request.args["run_id"])
+        row = self.db.fetch_one("get_run", id=run_id) if run_id < 2**62 else None
+        if row is None:
+            raise HTTPError(404, "not_found", f"no run {run_id}")
+        logs = [{"createdAt": iso(line["createdAt"]), "level": line["level"], "message": line["message"]}
+                for line in self.db.fetch_all("list_logs", run_id=run_id)]
+        return 200, {"run": self.run_json(row), "logs": logs}
+
+    # workers, audit, health
+
+    def workers(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        now = utcnow()
+        workers = []
+        for row in self.db.fetch_all("list_workers"):
+            age = (now - row["lastHeartbeatAt"]).total_seconds()
+            workers.append({
+                "id": row["id"], "workerType": row["workerType"], "hostname": row["hostname"], "pid": row["pid"],
+                "status": row["status"], "startedAt": iso(row["startedAt"]), "lastHeartbeatAt": iso(row["lastHeartbeatAt"]),
+                "stoppedAt": iso(row["stoppedAt"]), "heartbeatAgeSeconds": round(age, 3),
+                "alive": row["status"] == "RUNNING" and age < self.lock_timeout.total_seconds(),
+            })
+        return 200, {"workers": workers}
+
+    def audit_log(self, request: Request) -> tuple[int, Any]:
+        params = query_params(request.query, PAGING)
+        limit = params["limit"] or 50
+        rows = self.db.fetch_all("list_audit", before=params["before"], limit=limit)
+        return 200, {
+            "entries": [{"id": r["id"], "createdAt": iso(r["createdAt"]), "actor": r["actor"], "action": r["action"],
+                         "scheduleId": r["scheduleId"], "note": r["note"], "remoteAddress": r["remoteAddress"]}
+                        for r in rows],
+            "nextBefore": rows[-1]["id"] if len(rows) == limit else None,
+        }
+
+    def healthz(self, request: Request) -> tuple[int, Any]:
+        try:
+            self.db.fetch_one("ping")
+        except Exception as exc:  # whatever the reason, a database that does not answer is unhealthy
+            return 503, {"error": {"code": "database_unavailable", "message": f"the database does not answer: {exc}"}}
+        return 200, {"status": "ok"}
+
+    def openapi(self, request: Request) -> tuple[int, Any]:
+        return 200, OPENAPI
+
+    def page(self, request: Request) -> tuple[int, Any]:
+        return 200, PAGE
+
+
+class Request:
+    """What a handler needs of an HTTP request."""
+
+    def __init__(self, handler: AdminRequestHandler, args: dict[str, str], query: str, actor: str):
+        self.handler = handler
+        self.args = args
+        self.query = query
+        self.actor = actor
+        self.remote_address = handler.client_address[0]
+
+    def json(self, allow_empty: bool = False) -> Any:
+        raw = self.handler.read_body()
+        if not raw.strip():
+            if allow_empty:
+                return {}
+            raise HTTPError(400, "bad_request", "the body must be a JSON object, e.g. {\"enabled\": true}")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+
+
+# (method, path pattern, handler name, needs authentication)
+ROUTES: list[tuple[str, str, str, bool]] = [
+    ("GET", r"/healthz", "healthz", False),
+    ("GET", r"/admin", "page", False),  # a static shell: every piece of data it shows comes from the API
+    ("GET", r"/admin/openapi\.json", "openapi", True),
+    ("GET", r"/admin/schedules", "list_schedules", True),
+    ("GET", r"/admin/schedules/(?P<id>[^/]+)", "get_schedule", True),
+    ("PATCH", r"/admin/schedules/(?P<id>[^/]+)", "patch_schedule", True),
+    ("POST", r"/admin/schedules/(?P<id>[^/]+)/trigger", "trigger", True),
+    ("GET", r"/admin/schedules/(?P<id>[^/]+)/history", "history", True),
+    ("GET", r"/admin/jobs", "list_jobs", True),
+    ("GET", r"/admin/jobs/(?P<run_id>[0-9]{1,19})", "get_job", True),
+    ("GET", r"/admin/workers", "workers", True),
+    ("GET", r"/admin/audit", "audit_log", True),
+]
+COMPILED_ROUTES = [(method, re.compile(pattern + r"/?\Z"), name, auth) for method, pattern, name, auth in ROUTES]
+
+
+class AdminRequestHandler(BaseHTTPRequestHandler):
+    server_version = "schedule-jobs-admin"
+    api: AdminAPI
+    auth: Authenticator
+
+    def __getattr__(self, name: str) -> Any:
+        """http.server calls do_<METHOD>; every method goes through dispatch(), so unknown ones get a 405."""
+        if name.startswith("do_"):
+            return lambda: self.dispatch(name[3:])
+        raise AttributeError(name)
+
+    def dispatch(self, method: str) -> None:
+        started = time.monotonic()
+        self.status = 500
+        parts = urllib.parse.urlsplit(self.path)
+        try:
+            path = urllib.parse.unquote(parts.path)
+            matches = [(m, pattern.match(path), name, auth) for m, pattern, name, auth in COMPILED_ROUTES]
+            matches = [(m, match, name, auth) for m, match, name, auth in matches if match]
+            if not matches:
+                raise HTTPError(404, "not_found", f"no route {parts.path}")
+            allowed = sorted({m for m, *_ in matches} | ({"HEAD"} if any(m == "GET" for m, *_ in matches) else set()))
+            chosen = next((x for x in matches if x[0] == method or (method == "HEAD" and x[0] == "GET")), None)
+            if chosen is None:
+                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {parts.path}",
+                                {"Allow": ", ".join(allowed)})
+            _, match, name, needs_auth = chosen
+            actor = self.auth.actor(self.headers.get("Authorization")) if needs_auth else "anonymous"
+            status, body = getattr(self.api, name)(Request(self, match.groupdict(), parts.query, actor))
+            self.send_body(status, body)
+        except HTTPError as exc:
+            self.send_body(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
+        except DatabaseUnavailable as exc:
+            self.send_body(503, {"error": {"code": "database_unavailable", "message": str(exc)}})
+        except Conflict as exc:
+            self.send_body(409, {"error": {"code": "conflict", "message": f"{exc}; try again"}})
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("[admin] %s %s failed: %r at %s:%s", method, parts.path, exc, where.filename, where.lineno)
+            self.send_body(500, {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
+        finally:
+            self.api.db.close()  # each request runs on its own thread; don't leave its connection behind
+            log.info("[admin] %s %s %d %.1fms", method, parts.path, self.status, (time.monotonic() - started) * 1000)
+
+    def read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        if not length.isdigit():
+            raise HTTPError(400, "bad_request", "Content-Length must be a number")
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise HTTPError(413, "payload_too_large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+        return self.rfile.read(int(length))
+
+    def send_body(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        if isinstance(body, bytes):
+            payload, content_type = body, "text/html; charset=utf-8"
+        else:
+            payload, content_type = json.dumps(body).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                             "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, unsupported method) as JSON too."""
+        self.close_connection = True
+        self.send_body(code, {"error": {"code": "bad_request" if code < 500 else "error", "message": message or ""}})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # dispatch() logs one line per request, without headers (tokens live there)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServer:
+    """Check the auth configuration, sync definitions, and bind the server (not yet serving)."""
+    admin_token = settings.admin_token
+    if not admin_token and not settings.jwt_secret:
+        if not is_loopback(settings.host):
+            raise ScheduleJobsError(f"refusing to serve /admin on {settings.host} without authentication: "
+                                    "set ADMIN_TOKEN (a long random string) or JWT_SECRET")
+        admin_token = secrets.token_urlsafe(24)
+        token_file = Path(".admin-token")
+        token_file.write_text(admin_token + "\n")
+        token_file.chmod(0o600)
+        log.warning("[admin] no ADMIN_TOKEN or JWT_SECRET set: wrote a one-off token for this run to %s "
+                    "(loopback only)", token_file.resolve())
+    db.migrate()
+    sync_definitions(db, app, utcnow())
+    return bind(settings.host, settings.port, AdminAPI(db, app, settings), Authenticator(admin_token, settings.jwt_secret))
+
+
+def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> ThreadingHTTPServer:
+    """A ThreadingHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
+    handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = False  # server_close() waits for requests in flight, manual runs included
+    return server
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+        app = load_app(settings.schedules_module, settings.environment)
+        db = Database.from_url(settings.database_url)
+        server = make_server(settings, db, app)
+    except (ScheduleJobsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    host, port = server.server_address[:2]
+    log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
+             len(app.schedules))
+    def shut_down(signum: int, _frame: Any) -> None:
+        log.info("[admin] %s received: finishing requests in flight, then stopping", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever: not on its thread
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    server.serve_forever()
+    server.server_close()
+    log.info("[admin] Admin server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
