@@ -123,6 +123,10 @@ OPENAPI: dict[str, Any] = {
                     "scheduleId": nullable(STRING), "note": nullable(STRING), "remoteAddress": nullable(STRING)})},
                 "nextBefore": nullable(INTEGER)})),
         }, PAGING)},
+        "/admin/health": {"get": operation("The health checks of `schedule_daemon.py --health`", {
+            "200": json_response("Checks", obj({"healthy": {"type": "boolean"}, "problems": {"type": "array", "items": STRING},
+                                                 "checks": {"type": "object"}})),
+        })},
         "/admin/openapi.json": {"get": operation("This document", {
             "200": json_response("OpenAPI 3", {"type": "object"}),
         })},
@@ -148,10 +152,11 @@ OPENAPI: dict[str, Any] = {
                 "error": nullable(STRING), "createdAt": TIME,
             }),
             "RunPage": obj({"runs": {"type": "array", "items": ref("Run")}, "nextBefore": nullable(INTEGER)}),
-            "TriggerResult": {**obj({
+            "TriggerResult": obj({
                 "message": STRING, "jobsExecuted": INTEGER, "succeeded": INTEGER, "failed": INTEGER,
-                "skipped": INTEGER, "runs": {"type": "array", "items": ref("Run")},
-            }, ["message", "runs"])},
+                "skipped": INTEGER, "jobsQueued": INTEGER, "runIds": {"type": "array", "items": INTEGER},
+                "runs": {"type": "array", "items": ref("Run")},
+            }, ["message", "runs"]),
         },
     },
 }

@@ -36,7 +36,9 @@ from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
 from runner import Presence, run_claimed, sync_definitions, utcnow
-from scheduling import App, load_app
+from health import check_health
+from queue_mode import JobWorker, enqueue_occurrence
+from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
 
 log = logging.getLogger("admin")
@@ -256,6 +258,8 @@ class AdminAPI:
         body = body_fields(request.json(allow_empty=True), {"note": str})
         schedule_id = request.args["id"]
         definition = self.require_runnable(schedule_id)
+        if self.settings.execution_mode == "queue":
+            return self.enqueue_now(request, definition, body.get("note"))
         presence = Presence(self.db, "admin_server", self.settings.heartbeat_interval_ms / 1000)
         now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
         with self.db.transaction():
@@ -278,6 +282,17 @@ class AdminAPI:
             "skipped": outcome.count("SKIPPED"),
             "runs": [self.run_json(self.db.fetch_one("get_run", id=r["id"])) for r in outcome.runs],
         }
+
+    def enqueue_now(self, request: Request, definition: ScheduleDefinition, note: str | None) -> tuple[int, Any]:
+        """Run now in queue mode: queue the occurrence for the job workers and answer 202 at once."""
+        now = utc_ms(utcnow())
+        with self.db.transaction():
+            batch_id = enqueue_occurrence(self.db, self.app, definition, now, "MANUAL", now)
+            self.audit(request, "trigger", definition.id, note, now)
+        runs = self.db.fetch_all("batch_runs", batch_id=batch_id)
+        log.info("[admin] %s queued schedule %s (%d jobs)", request.actor, definition.id, len(runs))
+        return 202, {"message": "Schedule queued", "jobsQueued": len(runs), "runIds": [r["id"] for r in runs],
+                     "runs": [self.run_json(r) for r in runs]}
 
     def require_runnable(self, schedule_id: str) -> Any:
         definition = self.app.schedules.get(schedule_id)
@@ -363,6 +378,10 @@ class AdminAPI:
             "nextBefore": rows[-1]["id"] if len(rows) == limit else None,
         }
 
+    def health(self, request: Request) -> tuple[int, Any]:
+        query_params(request.query, {})
+        return 200, check_health(self.db, self.settings, utcnow())
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         try:
             self.db.fetch_one("ping")
@@ -413,6 +432,7 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", r"/admin/jobs/(?P<run_id>[0-9]{1,19})", "get_job", True),
     ("GET", r"/admin/workers", "workers", True),
     ("GET", r"/admin/audit", "audit_log", True),
+    ("GET", r"/admin/health", "health", True),
 ]
 COMPILED_ROUTES = [(method, re.compile(pattern + r"/?\Z"), name, auth) for method, pattern, name, auth in ROUTES]
 
@@ -546,6 +566,14 @@ def main() -> int:
     except (ScheduleJobsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    worker = None
+    if settings.embedded_job_worker:
+        worker = JobWorker(db, app, settings)
+        worker.start()
+        threading.Thread(target=worker.run_forever, name="embedded-job-worker", daemon=True).start()
+        log.info("[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms)
+    else:
+        log.info("[admin] Job worker disabled (EMBEDDED_JOB_WORKER is not true)")
     host, port = server.server_address[:2]
     log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
              len(app.schedules))
@@ -556,6 +584,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
     server.serve_forever()
+    if worker is not None:
+        worker.stopping.set()  # the worker finishes the job in hand and marks itself STOPPED
+        worker.stopped.wait(timeout=60)
     server.server_close()
     log.info("[admin] Admin server stopped")
     return 0

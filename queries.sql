@@ -143,9 +143,15 @@ UPDATE JobRun SET status = :status, completedAt = :completed_at, durationMs = :d
 WHERE id = :id AND status = 'RUNNING';
 
 -- name: fail_runs_of_dead_workers
--- Runs left RUNNING by a daemon or worker that is no longer alive.
+-- Inline runs left RUNNING by a daemon that is no longer alive (queued runs go through queue recovery).
 UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
-WHERE status = 'RUNNING'
+WHERE status = 'RUNNING' AND queuedAt IS NULL
+  AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
+
+-- name: queued_runs_of_dead_workers
+-- Queued runs a job worker was running when it died: each is retried or failed.
+SELECT * FROM JobRun
+WHERE status = 'RUNNING' AND queuedAt IS NOT NULL
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
 -- name: list_runs
@@ -233,3 +239,77 @@ VALUES (:now, :actor, :action, :schedule_id, :note, :remote_address);
 -- name: list_audit
 -- Audit entries, newest first; page with :before.
 SELECT * FROM AdminAudit WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Queue mode
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: server_version
+-- Which MySQL or MariaDB this is (queue mode needs SKIP LOCKED).
+SELECT VERSION() AS version;
+
+-- name: advance_occurrence
+-- Queue mode's claim: move nextRunAt past the occurrence read as due; one row changed = ours to enqueue.
+UPDATE JobSchedule SET nextRunAt = :next_run_at, lastRunAt = :now, updatedAt = :now
+WHERE id = :id AND enabled = true AND nextRunAt = :due AND lockedAt IS NULL;
+
+-- name: insert_batch
+-- One occurrence handed to the queue.
+INSERT INTO JobBatch (id, scheduleId, scheduledFor, `trigger`, jobs, remaining, failed, createdAt)
+VALUES (:id, :schedule_id, :scheduled_for, :trigger, :jobs, :jobs, 0, :now);
+
+-- name: insert_queued_run
+-- A job waiting for a worker; blocked until its dependencies in the same occurrence completed.
+INSERT INTO JobRun (jobName, `trigger`, scheduleId, scheduledFor, batchId, attempt, status, queuedAt, availableAt,
+                    blockedBy, createdAt)
+VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, 'QUEUED', :now, :available_at,
+        :blocked_by, :now);
+
+-- name: batch_runs
+-- The runs of one occurrence.
+SELECT * FROM JobRun WHERE batchId = :batch_id ORDER BY id;
+
+-- name: next_queued_runs
+-- Runs ready for a worker, oldest first; on MySQL rows other workers are claiming are skipped, not waited for.
+SELECT id FROM JobRun
+WHERE status = 'QUEUED' AND blockedBy = 0 AND availableAt <= :now
+ORDER BY availableAt, id LIMIT :limit {for_update_skip_locked};
+
+-- name: start_queued_run
+-- A worker takes a run it selected in the same transaction.
+UPDATE JobRun SET status = 'RUNNING', workerId = :worker_id, startedAt = :now WHERE id = :id AND status = 'QUEUED';
+
+-- name: unblock_dependent
+-- A dependency completed: one fewer for the dependent job in the same occurrence to wait for.
+UPDATE JobRun SET blockedBy = blockedBy - 1
+WHERE batchId = :batch_id AND jobName = :job_name AND status = 'QUEUED';
+
+-- name: skip_dependent
+-- A dependency failed for good: the dependent job will not run on stale input.
+UPDATE JobRun SET status = 'SKIPPED', completedAt = :now, error = :error
+WHERE batchId = :batch_id AND jobName = :job_name AND status = 'QUEUED';
+
+-- name: finish_batch_jobs
+-- Count jobs of an occurrence as finished; the row stays locked until commit, so one finisher sees zero.
+UPDATE JobBatch SET remaining = remaining - :finished, failed = failed + :failed WHERE id = :id;
+
+-- name: get_batch
+-- What is left of an occurrence.
+SELECT * FROM JobBatch WHERE id = :id;
+
+-- name: complete_batch
+-- The occurrence is over.
+UPDATE JobBatch SET completedAt = :now WHERE id = :id;
+
+-- name: count_occurrence
+-- Queue mode: record the outcome of a finished occurrence on its schedule.
+UPDATE JobSchedule SET runCount = runCount + :succeeded, failureCount = failureCount + :failed, updatedAt = :now
+WHERE id = :id;
+
+-- name: queue_depth
+-- How many runs wait for a worker.
+SELECT COUNT(*) AS queued FROM JobRun WHERE status = 'QUEUED';
+
+-- name: oldest_queued
+-- The run that has waited longest.
+SELECT id, queuedAt FROM JobRun WHERE status = 'QUEUED' ORDER BY queuedAt LIMIT 1;

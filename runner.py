@@ -22,8 +22,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from db import Database
-from errors import DatabaseUnavailable
-from jobs import JobContext
+from errors import Conflict, DatabaseUnavailable
+from jobs import Job, JobContext
 from scheduling import App, ScheduleDefinition
 
 log = logging.getLogger("runner")
@@ -140,6 +140,19 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
             delay = min(delay * 2, 30.0)
 
 
+def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading.Event, label: str) -> None:
+    """Call fn until it gets through to the database (start-up steps), backing off up to 60 s."""
+    backoff = 1.0
+    while not stopping.is_set():
+        try:
+            fn()
+            return
+        except (DatabaseUnavailable, Conflict) as exc:
+            log.error("[%s] %s: database unavailable, retrying in %.0fs: %s", label, what, backoff, exc)
+            stopping.wait(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+
 @dataclass
 class Outcome:
     """What one occurrence did: one entry per job in `runs`."""
@@ -181,33 +194,42 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
             outcome.runs.append({"id": run_id, "jobName": job.name, "status": "SKIPPED", "error": reason})
             log.warning("[%s] - %s skipped: %s", label, job.name, reason)
             continue
-        started = utcnow()
-        run_id = record(job_name=job.name, status="RUNNING", started_at=started)
+        run_id = record(job_name=job.name, status="RUNNING", started_at=utcnow())
         log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
         ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
-        error = None
-        try:
-            job.fn(ctx)
-            status = "COMPLETED"
-        except Exception:
-            status, error = "FAILED", traceback.format_exc()
-        completed = utcnow()
-        duration_ms = int((completed - started) / timedelta(milliseconds=1))
+        status, error, completed, duration_ms = execute_job(job, ctx)
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
             "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms, error=error,
         ), stopping)
         if not stored:
             log.error("[%s] run %s was already marked failed by recovery (this process lost the database "
                       "for longer than LOCK_TIMEOUT_MS); its result %s is not recorded", label, run_id, status)
-        if status == "COMPLETED":
-            log.info("[%s] OK %s completed in %d ms", label, job.name, duration_ms)
-        else:
+        log_result(label, job.name, status, duration_ms, error)
+        if status != "COMPLETED":
             not_completed[job.name] = "FAILED"
-            log.error("[%s] FAILED %s after %d ms: %s", label, job.name, duration_ms, error.strip().splitlines()[-1])
         outcome.runs.append({"id": run_id, "jobName": job.name, "status": status, "error": error})
     log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
              outcome.count("COMPLETED"), outcome.count("FAILED"), outcome.count("SKIPPED"))
     return outcome
+
+
+def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, int]:
+    """Call the job: (status, error with traceback, completed at, duration in ms). Never raises."""
+    started = time.monotonic()
+    error = None
+    try:
+        job.fn(ctx)
+        status = "COMPLETED"
+    except Exception:
+        status, error = "FAILED", traceback.format_exc()
+    return status, error, utcnow(), int((time.monotonic() - started) * 1000)
+
+
+def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
+    if status == "COMPLETED":
+        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
+    else:
+        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
 
 
 def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDefinition,

@@ -24,7 +24,9 @@ from typing import Any
 import cron
 from db import Database
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
-from runner import Presence, recover, run_claimed, skipped_record, sync_definitions, utcnow
+from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
+from runner import Presence, recover, run_claimed, skipped_record, sync_definitions, until_database_answers, utcnow
+from health import check_health
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
 
@@ -55,18 +57,22 @@ class ScheduleDaemon:
     def start(self) -> None:
         """Migrate the schema, register, sync definitions: retried until the database answers."""
         log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
-        self._until_database_answers("start-up", self._start_once)
+        until_database_answers("start-up", self._start_once, self.stopping, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
         log.info("[daemon] Schedule daemon started")
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
                  "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
+        log.info("[daemon] Execution mode: %s", "queue (jobs are queued for job workers)"
+                 if self.settings.execution_mode == "queue" else "inline (jobs run in this process)")
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
                  self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
                  self.lock_timeout.total_seconds())
 
     def _start_once(self) -> None:
         self.db.migrate()
+        if self.settings.execution_mode == "queue":
+            require_skip_locked(self.db)
         if not self.presence.registered:
             self.presence.register(utcnow())
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
@@ -111,6 +117,7 @@ class ScheduleDaemon:
         """Housekeeping, then every due schedule of one batch. True if any was due."""
         if now >= self.next_recovery:
             recover(self.db, now, self.lock_timeout)
+            recover_queued_runs(self.db, self.app, now)
             self.next_recovery = now + self.heartbeat_interval
         self.follow_enablement(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
@@ -158,16 +165,27 @@ class ScheduleDaemon:
             log.warning("[daemon] %s: skipped the occurrence(s) %s to %s missed while no daemon was running; "
                         "next run %s", schedule.id, due.isoformat(), latest.isoformat(), next_run_at.isoformat())
             return
+        queue = self.settings.execution_mode == "queue"
         with self.db.transaction():
-            if self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                               owner=self.presence.id, now=now) != 1:
+            if queue:
+                claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at, now=now)
+            else:
+                claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                                          owner=self.presence.id, now=now)
+            if claimed != 1:
                 return  # claimed, skipped or disabled by someone else since we read it
             if latest > due:
-                reason = ("coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of ")
+                reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
                 self.db.insert("insert_run", **skipped_record(
                     schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
                     self.presence.id, now))
-        run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
+            if queue:
+                enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
+        if queue:
+            log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
+                     schedule.name, schedule.id, latest.isoformat())
+        else:
+            run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
 
     def seconds_until_next_pass(self, now: datetime) -> float:
         """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
@@ -176,17 +194,6 @@ class ScheduleDaemon:
         if row is not None:
             wake = min(wake, row["nextRunAt"])
         return max(0.0, (wake - now).total_seconds())
-
-    def _until_database_answers(self, what: str, fn: Any) -> None:
-        backoff = 1.0
-        while not self.stopping.is_set():
-            try:
-                return fn()
-            except (DatabaseUnavailable, Conflict) as exc:
-                log.error("[daemon] %s: database unavailable, retrying in %.0fs: %s", what, backoff, exc)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
-
 
 def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> datetime:
     """The occurrence just before `occurrence`."""
@@ -205,11 +212,38 @@ def check(app: App, now: datetime) -> None:
               f"    jobs: {jobs}\n    next: {runs}")
 
 
+def report_health(db: Database, settings: Settings) -> int:
+    """--health: one line per problem, exit 1 if any (the design documents' checkScheduleDaemonHealth)."""
+    problems = check_health(db, settings, utcnow())["problems"]
+    for problem in problems:
+        print(f"UNHEALTHY: {problem}")
+    if not problems:
+        print("healthy")
+    return 1 if problems else 0
+
+
+def run_worker(db: Database, app: App, settings: Settings) -> int:
+    """--worker: a standalone job worker until SIGTERM/SIGINT (it finishes the job in hand)."""
+    worker = JobWorker(db, app, settings)
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("[worker] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    until_database_answers("start-up", lambda: (db.migrate(), worker.start()), worker.stopping, "worker")
+    worker.run_forever()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="sync, run what is due now, exit")
     mode.add_argument("--check", action="store_true", help="validate definitions, print next runs, exit")
+    mode.add_argument("--worker", action="store_true", help="run a job worker (EXECUTION_MODE=queue) instead")
+    mode.add_argument("--health", action="store_true", help="check the system's health: exit 0 healthy, 1 not")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -218,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             check(app, utcnow())
             return 0
+        if args.health:
+            return report_health(Database.from_url(settings.database_url), settings)
+        if args.worker:
+            return run_worker(Database.from_url(settings.database_url), app, settings)
         if not settings.daemon_enabled:
             log.info("[daemon] SCHEDULE_DAEMON_ENABLED=false: this process runs no schedules; exiting")
             return 0

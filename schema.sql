@@ -82,3 +82,22 @@ CREATE TABLE AdminAudit (
   remoteAddress   VARCHAR(64)  NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE INDEX AdminAudit_scheduleId ON AdminAudit (scheduleId);
+
+-- migration: 3
+-- Queue mode: the runs of an occurrence wait in JobRun (QUEUED) for a job worker; JobBatch counts
+-- what is left of each occurrence so that exactly one worker records the occurrence's outcome.
+ALTER TABLE JobRun ADD COLUMN blockedBy INT NOT NULL DEFAULT 0;    -- dependencies not completed yet
+ALTER TABLE JobRun ADD COLUMN availableAt DATETIME(3) NULL;         -- claimable from (retry backoff)
+CREATE INDEX JobRun_queue ON JobRun (status, blockedBy, availableAt);
+CREATE INDEX JobRun_batchId ON JobRun (batchId);
+CREATE TABLE JobBatch (
+  id              VARCHAR(36)  NOT NULL PRIMARY KEY,   -- JobRun.batchId
+  scheduleId      VARCHAR(50)  NULL,
+  scheduledFor    DATETIME(3)  NOT NULL,
+  `trigger`       VARCHAR(20)  NOT NULL,
+  jobs            INT          NOT NULL,
+  remaining       INT          NOT NULL,               -- jobs not finished (completed, failed for good or skipped)
+  failed          INT          NOT NULL DEFAULT 0,
+  createdAt       DATETIME(3)  NOT NULL,
+  completedAt     DATETIME(3)  NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -32,6 +32,22 @@ def _millis(env: dict[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _count(env: dict[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _port(env: dict[str, str]) -> int:
     raw = env.get("PORT", "").strip() or "8080"
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:
@@ -52,6 +68,15 @@ class Settings:
     port: int
     admin_token: str | None
     jwt_secret: str | None
+    execution_mode: str
+    embedded_job_worker: bool
+    job_worker_poll_interval_ms: int
+    health_max_heartbeat_age_s: int
+    health_overdue_tolerance_s: int
+    health_max_queued: int
+    health_max_queue_age_s: int
+    expected_daemons: int | None
+    expected_workers: int | None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -68,6 +93,15 @@ class Settings:
             port=_port(env),
             admin_token=env.get("ADMIN_TOKEN") or None,
             jwt_secret=env.get("JWT_SECRET") or None,
+            execution_mode=_choice(env, "EXECUTION_MODE", ("inline", "queue")),
+            embedded_job_worker=_flag(env, "EMBEDDED_JOB_WORKER", False),
+            job_worker_poll_interval_ms=_millis(env, "JOB_WORKER_POLL_INTERVAL_MS", 5_000),
+            health_max_heartbeat_age_s=_count(env, "HEALTH_MAX_HEARTBEAT_AGE_S", 120),
+            health_overdue_tolerance_s=_count(env, "HEALTH_OVERDUE_TOLERANCE_S", 300),
+            health_max_queued=_count(env, "HEALTH_MAX_QUEUED", 50),
+            health_max_queue_age_s=_count(env, "HEALTH_MAX_QUEUE_AGE_S", 3600),
+            expected_daemons=_count(env, "EXPECTED_DAEMONS", None),
+            expected_workers=_count(env, "EXPECTED_WORKERS", None),
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(

@@ -45,32 +45,48 @@ def admin(database_url):
 
 
 def test_sign_in_toggle_run_now_and_read_history_and_logs(browser, admin, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def find(css, root=None):
         return (root or browser).find_element(By.CSS_SELECTOR, css)
 
+    def click(css):
+        """Click what `css` finds now; the table is re-rendered after every change, so look it up afresh."""
+        def attempt():
+            try:
+                find(css).click()
+                return True
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+        wait_for(attempt, 15, f"{css} to be clickable")
+
+    def texts(css):
+        """The text of every element `css` finds, read in one go (no stale references)."""
+        return browser.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+
     browser.get(admin.url + "/admin")
     find("#token-input").send_keys(ADMIN_TOKEN)
     find("#token-submit").click()
     row_css = 'tr[data-schedule-id="feed-refresh"]'
-    row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, row_css), 15, "the schedules table")[0]
-    assert "Every 15 minutes" in row.text and "disabled" in row.text
+    [row] = wait_for(lambda: texts(row_css), 15, "the schedules table")
+    assert "Every 15 minutes" in row and "disabled" in row
     assert "Missed Run Policy (SKIP)" in find("#policy-warning").text
 
-    find(".toggle", row).click()
+    click(f"{row_css} .toggle")
     wait_for(lambda: admin.db.fetch_one("get_schedule", id="feed-refresh")["enabled"] in (1, True), 15, "the enable to land")
-    wait_for(lambda: "in " in find(row_css).text, 15, "the next run to show as 'in N minutes'")
+    wait_for(lambda: "in " in "".join(texts(row_css)), 15, "the next run to show as 'in N minutes'")
 
-    find(".run-now", find(row_css)).click()
-    wait_for(lambda: "Schedule triggered: feed-refresh: 3 succeeded, 0 failed" in find("#result").text, 30, "the run result")
-    history = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#history tbody tr"), 15, "the history")
-    assert len(history) == 3 and all("COMPLETED" in r.text and "MANUAL" in r.text for r in history)
+    click(f"{row_css} .run-now")
+    wait_for(lambda: "Schedule triggered: feed-refresh: 3 succeeded, 0 failed" in "".join(texts("#result")), 30, "the run result")
+    history = wait_for(lambda: len(texts("#history tbody tr")) == 3 and texts("#history tbody tr"), 15, "the history")
+    assert all("COMPLETED" in r and "MANUAL" in r for r in history)
     runs = admin.db.fetch_all("list_runs", status="COMPLETED", schedule_id="feed-refresh", job_name=None, before=None, limit=10)
     assert len(runs) == 3
 
-    find(".run-link", history[0]).click()
-    wait_for(lambda: "feeds refreshed" in find("#logs pre").text, 15, "the run's log lines")
+    click("#history tbody tr:first-child .run-link")
+    wait_for(lambda: "feeds refreshed" in "".join(texts("#logs pre")), 15, "the run's log lines")
     assert admin.db.fetch_one("get_schedule", id="feed-refresh")["runCount"] == 1
     browser.save_screenshot(str(tmp_path / "admin-page.png"))
     assert ADMIN_TOKEN == browser.execute_script("return sessionStorage.getItem('scheduleAdminToken')")

@@ -2,7 +2,6 @@
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from jobs import JobRegistry
 from runner import Presence, recover, sync_definitions

@@ -1,0 +1,200 @@
+"""Queue mode (EXECUTION_MODE=queue): the daemon enqueues an occurrence's jobs; job workers run them.
+
+    python schedule_daemon.py --worker                 a standalone worker
+    EMBEDDED_JOB_WORKER=true python admin_server.py    a worker inside the web process
+
+The daemon's claim of a due occurrence inserts one QUEUED JobRun per job, each blocked until its
+dependencies in the same occurrence completed, and one JobBatch row counting what is left. A worker
+claims a ready run in one short transaction (MySQL: SELECT ... FOR UPDATE SKIP LOCKED, then an UPDATE
+by primary key; SQLite: one BEGIN IMMEDIATE write), runs it outside any transaction, and finishes it:
+a failure with retries left is queued again as the next attempt after a backoff; a final failure
+skips the dependents; a completion unblocks them. The finisher that brings JobBatch.remaining to zero
+records the occurrence's outcome on the schedule. Runs of a worker that stopped heartbeating are
+finished the same way, as failures, by whoever notices first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from db import Database
+from errors import Conflict, ConfigError, DatabaseUnavailable
+from jobs import JobContext
+from runner import Presence, execute_job, log_result, recover, retry_until_stored, utcnow
+from scheduling import App, ScheduleDefinition
+from settings import Settings
+
+log = logging.getLogger("worker")
+
+
+def require_skip_locked(db: Database) -> None:
+    """Queue mode needs SKIP LOCKED: MySQL 8.0.1+ or MariaDB 10.6+. SQLite serialises writers instead."""
+    if db.kind != "mysql":
+        return
+    version = db.fetch_one("server_version")["version"]
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    needed = (10, 6, 0) if "mariadb" in version.lower() else (8, 0, 1)
+    if numbers < needed:
+        raise ConfigError(f"EXECUTION_MODE=queue needs SELECT ... SKIP LOCKED, which server {version} lacks: "
+                          f"use {'MariaDB 10.6' if needed[0] == 10 else 'MySQL 8.0.1'} or later, or EXECUTION_MODE=inline")
+
+
+def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime,
+                       trigger: str, now: datetime) -> str:
+    """Insert the occurrence's jobs as QUEUED runs (inside the caller's transaction); returns the batch id."""
+    jobs = app.jobs_for(schedule)
+    batch_id = str(uuid.uuid4())
+    db.execute("insert_batch", id=batch_id, schedule_id=schedule.id, scheduled_for=scheduled_for, trigger=trigger,
+               jobs=len(jobs), now=now)
+    db.execute_many("insert_queued_run", [
+        {"job_name": job.name, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
+         "batch_id": batch_id, "attempt": 1, "now": now, "available_at": now, "blocked_by": len(job.depends_on)}
+        for job in jobs
+    ])
+    return batch_id
+
+
+def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: str | None, completed: datetime,
+               duration_ms: int | None) -> bool:
+    """Record a queued run's end and what follows from it; False if someone else already finished it."""
+    job = app.registry.jobs.get(run["jobName"])
+    with db.transaction():
+        if db.execute("finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms,
+                      error=error) != 1:
+            return False
+        if status == "FAILED" and job is not None and run["attempt"] <= job.retries:
+            backoff = timedelta(seconds=job.retry_backoff_s * 2 ** (run["attempt"] - 1))
+            db.execute("insert_queued_run", job_name=run["jobName"], trigger=run["trigger"],
+                       schedule_id=run["scheduleId"], scheduled_for=run["scheduledFor"], batch_id=run["batchId"],
+                       attempt=run["attempt"] + 1, now=completed, available_at=completed + backoff, blocked_by=0)
+            log.warning("[worker] %s attempt %d failed; attempt %d queued in %gs", run["jobName"], run["attempt"],
+                        run["attempt"] + 1, backoff.total_seconds())
+            return True
+        finished, failed = 1, 0 if status == "COMPLETED" else 1
+        if status == "COMPLETED":
+            for dependent in dependents_of(app, run["jobName"], transitive=False):
+                db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
+        else:
+            reason = f"not started: dependency {run['jobName']} FAILED"
+            for dependent in dependents_of(app, run["jobName"], transitive=True):
+                skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
+                                     now=completed)
+                finished, failed = finished + skipped, failed + skipped
+        db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed)
+        batch = db.fetch_one("get_batch", id=run["batchId"])
+        if batch is not None and batch["remaining"] <= 0:
+            db.execute("complete_batch", id=batch["id"], now=completed)
+            if batch["scheduleId"] is not None:
+                db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
+                           failed=1 if batch["failed"] else 0, now=completed)
+    return True
+
+
+def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:
+    """The jobs that depend on `job_name` directly, or through other jobs too."""
+    direct = [j.name for j in app.registry.jobs.values() if job_name in j.depends_on]
+    if not transitive:
+        return direct
+    found: list[str] = []
+    pending = list(direct)
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.append(name)
+            pending.extend(j.name for j in app.registry.jobs.values() if name in j.depends_on)
+    return found
+
+
+def recover_queued_runs(db: Database, app: App, now: datetime) -> int:
+    """Finish, as failures (retried if the job allows), the runs of workers no longer alive."""
+    recovered = 0
+    for run in db.fetch_all("queued_runs_of_dead_workers"):
+        error = f"FAILED: the job worker {run['workerId']} running this job died (no heartbeat): killed, crashed or cut off"
+        if finish_run(db, app, run, "FAILED", error, now, None):
+            recovered += 1
+    if recovered:
+        log.warning("[recovery] finished %d queued runs of dead workers as failures", recovered)
+    return recovered
+
+
+class JobWorker:
+    """Claims ready runs and executes them, back to back while there is work, else every poll interval."""
+
+    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None):
+        self.db = db
+        self.app = app
+        self.poll_interval = settings.job_worker_poll_interval_ms / 1000
+        self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
+        self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
+        self.stopping = stopping or threading.Event()
+        self.presence = Presence(db, "job_worker", self.heartbeat_interval.total_seconds())
+        self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        require_skip_locked(self.db)
+        self.presence.register(utcnow())
+        log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
+
+    def run_forever(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                while self.work_once(utcnow()) and not self.stopping.is_set():
+                    pass
+                backoff = 1.0
+                self.stopping.wait(self.poll_interval)
+            except (DatabaseUnavailable, Conflict) as exc:
+                log.error("[worker] database error, retrying in %.0fs: %s", backoff, exc)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+            except Exception:
+                log.exception("[worker] unexpected error, retrying in %.0fs", backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+        self.presence.stop(utcnow())
+        log.info("[worker] Job worker %s stopped", self.presence.id)
+        self.stopped.set()
+
+    def work_once(self, now: datetime) -> bool:
+        """Claim and run one ready run; False when none is ready."""
+        if now >= self.next_recovery:
+            recover(self.db, now, self.lock_timeout)
+            recover_queued_runs(self.db, self.app, now)
+            self.next_recovery = now + self.heartbeat_interval
+        run = self.claim(now)
+        if run is None:
+            return False
+        self.execute(run)
+        return True
+
+    def claim(self, now: datetime) -> dict[str, Any] | None:
+        while True:
+            try:
+                with self.db.transaction():
+                    row = self.db.fetch_one("next_queued_runs", now=now, limit=1)
+                    if row is None:
+                        return None
+                    if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=now) == 1:
+                        break
+            except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
+                continue
+        return self.db.fetch_one("get_run", id=row["id"])
+
+    def execute(self, run: dict[str, Any]) -> None:
+        job = self.app.registry.jobs.get(run["jobName"])
+        if job is None:
+            status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", utcnow(), 0
+        else:
+            ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
+            status, error, completed, duration_ms = execute_job(job, ctx)
+        log_result("worker", run["jobName"], status, duration_ms, error)
+        stored = retry_until_stored("recording a job's result", lambda: finish_run(
+            self.db, self.app, run, status, error, completed, duration_ms), self.stopping)
+        if not stored:
+            log.error("[worker] run %s had already been failed by recovery; its result %s is not recorded", run["id"], status)
