@@ -27,6 +27,7 @@ import time
 import traceback
 import urllib.parse
 from datetime import datetime, timedelta
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,7 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=4096)
 def describe_cron(expression: str) -> str:
     """Human text for a cron expression ("At 02:00 AM"); cron-descriptor wants seconds first, croniter last."""
     from cron_descriptor import get_description
@@ -226,7 +228,7 @@ class AdminAPI:
     def list_schedules(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
         rows = {row["id"]: row for row in self.db.fetch_all("list_schedules")}
-        now = utcnow()
+        now = utcnow().replace(microsecond=0)  # one `now` per second lets schedules share cached cron results
         ids = list(self.app.schedules) + sorted(set(rows) - set(self.app.schedules))
         return 200, {"schedules": [self.schedule_json(rows.get(i), i, now) for i in ids]}
 

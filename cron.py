@@ -15,6 +15,7 @@ Expressions have 5 fields, or 6 with seconds last (croniter's form) for sub-minu
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -73,6 +74,7 @@ def _wall_start(at: datetime, zone: ZoneInfo) -> datetime:
     return (high + first.utcoffset()).replace(tzinfo=None) - _TINY  # the change, on the old clock
 
 
+@lru_cache(maxsize=16384)  # thousands of schedules share a few expressions and the same `now`
 def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     """The first occurrence strictly after the instant `after`, in UTC."""
     zone = ZoneInfo(zone_name)
@@ -83,6 +85,7 @@ def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
             return candidate
 
 
+@lru_cache(maxsize=16384)
 def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     """The last occurrence at or before the instant `at`, in UTC."""
     zone = ZoneInfo(zone_name)

@@ -124,17 +124,44 @@ class ScheduleDaemon:
         if not due:
             return False
         lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
-        started = time.monotonic()
+        to_run, to_skip = [], []
         for row in due:
-            if self.stopping.is_set():
-                break
             schedule = self.app.schedules.get(row["id"])
             if schedule is None:  # a row from a newer release's code; that release's daemons run it
                 self.db.execute("unschedule", id=row["id"], now=now)
-                continue
+            elif self.missed(schedule, row["nextRunAt"], now, lifetimes) and schedule.missed_run_policy == "SKIP":
+                to_skip.append((schedule, row["nextRunAt"]))
+            else:
+                to_run.append((schedule, row["nextRunAt"]))
+        if to_skip:
+            self.skip_missed(to_skip, now)
+        started = time.monotonic()
+        for schedule, due_at in to_run:
+            if self.stopping.is_set():
+                break
             elapsed = timedelta(seconds=time.monotonic() - started)  # earlier schedules' jobs took time
-            self.process_due(schedule, row["nextRunAt"], now + elapsed, lifetimes)
+            self.process_due(schedule, due_at, now + elapsed, lifetimes)
         return True
+
+    def missed(self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]) -> bool:
+        """Did the latest occurrence due by `now` fall due while no daemon was alive?"""
+        latest = max(due, schedule.latest_at_or_before(now))
+        return not alive_at(lifetimes, latest, self.heartbeat_interval)
+
+    def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime]], now: datetime) -> None:
+        """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence."""
+        skipped = []
+        with self.db.transaction():
+            for schedule, due in schedules:
+                next_run_at = schedule.next_after(now)
+                if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) == 1:
+                    skipped.append(skipped_record(schedule.id, due, max(due, schedule.latest_at_or_before(now)),
+                                                  "no schedule daemon was running (missed-run policy SKIP)",
+                                                  self.presence.id, now))
+            self.db.execute_many("insert_run", skipped)
+        for record in skipped:
+            log.warning("[daemon] %s: %s missed while no daemon was running; moved to the next occurrence",
+                        record["schedule_id"], record["error"])
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
@@ -147,24 +174,14 @@ class ScheduleDaemon:
 
     def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
                     lifetimes: list[dict[str, Any]]) -> None:
-        """Run the latest due occurrence once, or skip it if it fell due while no daemon was running.
+        """Claim the latest due occurrence and run it once (inline) or queue it (queue mode).
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
         replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
         """
         latest = max(due, schedule.latest_at_or_before(now))
         next_run_at = schedule.next_after(now)
-        missed = not alive_at(lifetimes, latest, self.heartbeat_interval)
-        if missed and schedule.missed_run_policy == "SKIP":
-            with self.db.transaction():
-                if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) != 1:
-                    return  # another daemon dealt with it
-                self.db.insert("insert_run", **skipped_record(
-                    schedule.id, due, latest, "no schedule daemon was running (missed-run policy SKIP)",
-                    self.presence.id, now))
-            log.warning("[daemon] %s: skipped the occurrence(s) %s to %s missed while no daemon was running; "
-                        "next run %s", schedule.id, due.isoformat(), latest.isoformat(), next_run_at.isoformat())
-            return
+        missed = self.missed(schedule, due, now, lifetimes)
         queue = self.settings.execution_mode == "queue"
         with self.db.transaction():
             if queue:

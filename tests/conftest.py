@@ -2,18 +2,14 @@
 
 The MariaDB server is Debian's mariadb-server, initialised in a temporary directory and listening on
 a free loopback port; it is stopped at the end. Set TEST_MYSQL_URL=mysql://user:pw@host:port/ to use
-a server of your own instead (each test creates and drops its own database on it). Without MariaDB
+a server of your own instead (each test creates a database of its own on it). Without MariaDB
 the MySQL half of the suite is skipped, except under CI=true, where that is a failure.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import uuid
@@ -25,12 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from db import Database  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.mariadb_server import MariaDBServer, mariadb_available  # noqa: E402
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -45,61 +36,6 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-class MariaDBServer:
-    """A throwaway mariadbd on 127.0.0.1; restartable on the same port and data directory."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="mariadb-test-"))
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.log = open(self.dir / "server.log", "ab")
-        subprocess.run(
-            [shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults", f"--datadir={self.dir / 'data'}",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
-            check=True, stdout=self.log, stderr=self.log,
-        )
-        self.start()
-        import pymysql
-
-        conn = pymysql.connect(unix_socket=str(self.dir / "sock"), user="root", autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("CREATE USER 'test'@'%' IDENTIFIED BY 'test'")
-            cur.execute("GRANT ALL ON *.* TO 'test'@'%'")
-        conn.close()
-        self.url = f"mysql://test:test@127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-        self.process = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={self.dir / 'data'}", f"--socket={self.dir / 'sock'}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
-             f"--pid-file={self.dir / 'pid'}", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
-             "--max-connections=500", "--skip-log-bin"],
-            stdout=self.log, stderr=self.log,
-        )
-        wait_for(self._accepts_connections, 60, "mariadbd to accept connections", 0.1)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-            self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _accepts_connections(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"mariadbd exited; see {self.dir / 'server.log'}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-
-def mariadb_available() -> bool:
-    return bool(shutil.which("mariadb-install-db")) and (bool(shutil.which("mariadbd")) or Path("/usr/sbin/mariadbd").exists())
-
-
 @pytest.fixture(scope="session")
 def mariadb_server():
     """The session's MariaDBServer (None when TEST_MYSQL_URL names a server of your own)."""
@@ -112,8 +48,7 @@ def mariadb_server():
         pytest.skip("mariadb-server is not installed (apt-get install -y mariadb-server)")
     server = MariaDBServer()
     yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.close()
 
 
 @pytest.fixture(scope="session")
