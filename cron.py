@@ -14,6 +14,7 @@ Expressions have 5 fields, or 6 with seconds last (croniter's form) for sub-minu
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,10 +25,9 @@ UTC = timezone.utc
 _TINY = timedelta(microseconds=1)
 
 
+@lru_cache(maxsize=4096)
 def cron_problem(expression: str) -> str | None:
     """None when `expression` is a valid 5- or 6-field cron expression, else what is wrong with it."""
-    if not isinstance(expression, str):
-        return f"must be a string, got {type(expression).__name__}"
     fields = expression.split()
     if len(fields) not in (5, 6):
         return f"{expression!r} has {len(fields)} fields; use 5 (minute hour day month weekday) or 6 (... seconds)"
@@ -38,6 +38,7 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def zone_problem(name: str) -> str | None:
     """None when `name` is an IANA time zone this machine knows, else what is wrong with it."""
     try:
@@ -45,6 +46,15 @@ def zone_problem(name: str) -> str | None:
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         return f"{name!r} is not a known IANA time zone (e.g. 'UTC', 'Europe/Paris', 'America/New_York')"
     return None
+
+
+_WALKER_LOCK = threading.Lock()  # walkers are stateful; the admin server calls in from many threads
+
+
+@lru_cache(maxsize=4096)
+def _walker(expression: str) -> croniter:
+    """A parsed expression. Parsing is half of croniter's cost, so each is parsed once and re-aimed."""
+    return croniter(expression)
 
 
 def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -78,22 +88,26 @@ def _wall_start(at: datetime, zone: ZoneInfo) -> datetime:
 def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     """The first occurrence strictly after the instant `after`, in UTC."""
     zone = ZoneInfo(zone_name)
-    walls = croniter(expression, _wall_start(after, zone))
-    while True:
-        candidate = _instant(walls.get_next(datetime), zone)
-        if candidate > after:  # wall times inside a gap can land on instants already passed
-            return candidate
+    with _WALKER_LOCK:
+        walls = _walker(expression)
+        walls.set_current(_wall_start(after, zone), force=True)
+        while True:
+            candidate = _instant(walls.get_next(datetime), zone)
+            if candidate > after:  # wall times inside a gap can land on instants already passed
+                return candidate
 
 
 @lru_cache(maxsize=16384)
 def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     """The last occurrence at or before the instant `at`, in UTC."""
     zone = ZoneInfo(zone_name)
-    walls = croniter(expression, _wall_start(at, zone) + _TINY)
-    while True:
-        candidate = _instant(walls.get_prev(datetime), zone)
-        if candidate <= at:
-            return candidate
+    with _WALKER_LOCK:
+        walls = _walker(expression)
+        walls.set_current(_wall_start(at, zone) + _TINY, force=True)
+        while True:
+            candidate = _instant(walls.get_prev(datetime), zone)
+            if candidate <= at:
+                return candidate
 
 
 def upcoming(expression: str, zone_name: str, after: datetime, count: int) -> list[datetime]:

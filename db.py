@@ -44,7 +44,7 @@ def utc_ms(value: datetime) -> datetime:
 
 
 def _sqlite_datetime(raw: bytes) -> datetime:
-    return datetime.strptime(raw.decode(), SQLITE_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(raw.decode()).replace(tzinfo=timezone.utc)  # fromisoformat is C; strptime is not
 
 
 sqlite3.register_converter("DATETIME", _sqlite_datetime)

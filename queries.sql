@@ -77,6 +77,10 @@ WHERE id = :id AND enabled = false;
 UPDATE JobSchedule SET enabled = false, nextRunAt = NULL, updatedAt = :now
 WHERE id = :id AND enabled = true;
 
+-- name: move_all_next_runs
+-- Benchmarks: set every enabled schedule's next run at once (e.g. to a day ago, as after downtime).
+UPDATE JobSchedule SET nextRunAt = :next_run_at WHERE enabled = true;
+
 -- name: due_schedules
 -- Enabled, unlocked schedules whose next occurrence has come, oldest first.
 SELECT id, nextRunAt FROM JobSchedule
@@ -133,6 +137,13 @@ WHERE id = :id AND lockedBy = :owner AND lockedAt = :locked_at;
 -- name: insert_run
 -- One row per job execution (or per skipped occurrence, with jobName '*').
 INSERT INTO JobRun (jobName, `trigger`, scheduleId, scheduledFor, batchId, attempt, status, workerId,
+                    queuedAt, startedAt, completedAt, durationMs, error, createdAt)
+VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, :status, :worker_id,
+        :queued_at, :started_at, :completed_at, :duration_ms, :error, :now);
+
+-- name: insert_skip_record
+-- insert_run for a skipped occurrence; one already recorded for the same occurrence is left as it is.
+{insert_ignore} INTO JobRun (jobName, `trigger`, scheduleId, scheduledFor, batchId, attempt, status, workerId,
                     queuedAt, startedAt, completedAt, durationMs, error, createdAt)
 VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, :status, :worker_id,
         :queued_at, :started_at, :completed_at, :duration_ms, :error, :now);

@@ -32,7 +32,7 @@ from settings import Settings, configure_logging
 
 log = logging.getLogger("daemon")
 
-DUE_BATCH = 100  # due schedules read per query; the loop drains batch after batch
+DUE_BATCH = 1000  # due schedules read per query; the loop drains batch after batch
 
 
 def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) -> bool:
@@ -59,7 +59,7 @@ class ScheduleDaemon:
         log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
         until_database_answers("start-up", self._start_once, self.stopping, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
-        log.info("[daemon] Schedule daemon started")
+        log.info("[daemon] Schedule daemon started (%d database statements so far)", self.db.statements_issued)
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
                  "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
@@ -82,7 +82,8 @@ class ScheduleDaemon:
 
     def stop(self) -> None:
         self.presence.stop(utcnow())
-        log.info("[daemon] Schedule daemon %s stopped", self.presence.id)
+        log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
+                 self.db.statements_issued)
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         """Signal handler: finish the job in hand, release, mark STOPPED, exit."""
@@ -98,7 +99,10 @@ class ScheduleDaemon:
                 while self.run_pass(utcnow()) and not self.stopping.is_set():
                     pass
                 backoff = 1.0
-                self.stopping.wait(self.seconds_until_next_pass(utcnow()))
+                sleep = self.seconds_until_next_pass(utcnow())
+                log.debug("[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep,
+                          self.db.statements_issued)
+                self.stopping.wait(sleep)
             except (DatabaseUnavailable, Conflict) as exc:
                 log.error("[daemon] database error, retrying in %.0fs: %s", backoff, exc)
                 self.stopping.wait(backoff)
@@ -124,17 +128,22 @@ class ScheduleDaemon:
         if not due:
             return False
         lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
+        # Whole seconds for the skip decision: after downtime thousands of schedules share a few crons,
+        # and one `now` per second lets them share cached cron results. An occurrence in the fraction
+        # of a second left out simply becomes the next run, due at once.
+        tick = now.replace(microsecond=0)
         to_run, to_skip = [], []
         for row in due:
             schedule = self.app.schedules.get(row["id"])
             if schedule is None:  # a row from a newer release's code; that release's daemons run it
                 self.db.execute("unschedule", id=row["id"], now=now)
-            elif self.missed(schedule, row["nextRunAt"], now, lifetimes) and schedule.missed_run_policy == "SKIP":
+            elif (schedule.missed_run_policy == "SKIP" and row["nextRunAt"] <= tick
+                  and self.missed(schedule, row["nextRunAt"], tick, lifetimes)):
                 to_skip.append((schedule, row["nextRunAt"]))
             else:
                 to_run.append((schedule, row["nextRunAt"]))
         if to_skip:
-            self.skip_missed(to_skip, now)
+            self.skip_missed(to_skip, tick)
         started = time.monotonic()
         for schedule, due_at in to_run:
             if self.stopping.is_set():
@@ -158,10 +167,11 @@ class ScheduleDaemon:
                     skipped.append(skipped_record(schedule.id, due, max(due, schedule.latest_at_or_before(now)),
                                                   "no schedule daemon was running (missed-run policy SKIP)",
                                                   self.presence.id, now))
-            self.db.execute_many("insert_run", skipped)
-        for record in skipped:
-            log.warning("[daemon] %s: %s missed while no daemon was running; moved to the next occurrence",
-                        record["schedule_id"], record["error"])
+            self.db.execute_many("insert_skip_record", skipped)
+        if skipped:  # one line per batch: after a long outage there may be thousands
+            names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
+                        "(missed-run policy SKIP; recorded in their history): %s", len(skipped), names)
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
@@ -193,7 +203,7 @@ class ScheduleDaemon:
                 return  # claimed, skipped or disabled by someone else since we read it
             if latest > due:
                 reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
-                self.db.insert("insert_run", **skipped_record(
+                self.db.execute("insert_skip_record", **skipped_record(
                     schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
                     self.presence.id, now))
             if queue:

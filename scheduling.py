@@ -66,10 +66,11 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
         if s.id in seen:
             problems.append(f"{where}: field 'id': defined twice")
         seen.add(s.id)
-        if (problem := cron.cron_problem(s.cron)) is not None:
-            problems.append(f"{where}: field 'cron': {problem}")
-        if (problem := cron.zone_problem(s.timezone)) is not None:
-            problems.append(f"{where}: field 'timezone': {problem}")
+        for field_name, check in (("cron", cron.cron_problem), ("timezone", cron.zone_problem)):
+            value = getattr(s, field_name)
+            problem = check(value) if isinstance(value, str) else f"must be a string, got {type(value).__name__}"
+            if problem is not None:
+                problems.append(f"{where}: field {field_name!r}: {problem}")
         if s.execution_mode not in EXECUTION_MODES:
             problems.append(f"{where}: field 'execution_mode': {s.execution_mode!r} is not one of {', '.join(EXECUTION_MODES)}")
         elif s.execution_mode == "GROUP" and not s.job_group:

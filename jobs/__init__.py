@@ -60,6 +60,7 @@ class JobRegistry:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self._problems: list[str] = []
+        self._selections: dict[tuple[str, str | None], list[Job]] = {}  # jobs_for() results, per mode and group
 
     def job(self, fn: Callable | None = None, *, group: str, name: str | None = None,
             depends_on: list[str] | tuple[str, ...] = (), retries: int = 0, retry_backoff_s: float = 30.0) -> Any:
@@ -72,6 +73,7 @@ class JobRegistry:
             if not isinstance(retries, int) or retries < 0:
                 self._problems.append(f"job {job_name!r}: field 'retries': must be a non-negative integer")
             self.jobs[job_name] = Job(job_name, fn, group, tuple(depends_on), retries, float(retry_backoff_s))
+            self._selections.clear()
             return fn
 
         return register(fn) if fn is not None else register
@@ -96,6 +98,12 @@ class JobRegistry:
 
     def jobs_for(self, execution_mode: str, job_group: str | None) -> list[Job]:
         """ALL_JOBS: every job. GROUP: the group's jobs and their transitive dependencies. In dependency order."""
+        key = (execution_mode, job_group)
+        if key not in self._selections:
+            self._selections[key] = self._select(execution_mode, job_group)
+        return self._selections[key]
+
+    def _select(self, execution_mode: str, job_group: str | None) -> list[Job]:
         if execution_mode == "ALL_JOBS":
             return self._order(self.jobs)
         selected: dict[str, Job] = {}
