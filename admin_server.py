@@ -451,8 +451,7 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def dispatch(self, method: str) -> None:
-        started = time.monotonic()
-        self.status = 500
+        self.started = time.monotonic()
         parts = urllib.parse.urlsplit(self.path)
         try:
             path = urllib.parse.unquote(parts.path)
@@ -481,7 +480,6 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             self.send_body(500, {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
         finally:
             self.api.db.close()  # each request runs on its own thread; don't leave its connection behind
-            log.info("[admin] %s %s %d %.1fms", method, parts.path, self.status, (time.monotonic() - started) * 1000)
 
     def read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -495,7 +493,10 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def send_body(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self.status = status
+        """The one way out for every answer: logs the request's line (no headers: tokens live there), then sends."""
+        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
+        log.info("[admin] %s %s %d %.1fms", getattr(self, "command", None), path, status,
+                 (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000)
         if isinstance(body, bytes):
             payload, content_type = body, "text/html; charset=utf-8"
         else:
@@ -520,7 +521,7 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         self.send_body(code, {"error": {"code": "bad_request" if code < 500 else "error", "message": message or ""}})
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # dispatch() logs one line per request, without headers (tokens live there)
+        pass  # send_body() logs one line per request
 
 
 def is_loopback(host: str) -> bool:
