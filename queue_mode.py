@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db import Database
-from errors import Conflict, ConfigError, DatabaseUnavailable
+from errors import Conflict, ConfigError
 from jobs import JobContext
-from runner import Presence, execute_job, log_result, recover, retry_until_stored, utcnow
+from runner import Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App, ScheduleDefinition
 from settings import Settings
 
@@ -142,21 +142,7 @@ class JobWorker:
         log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
 
     def run_forever(self) -> None:
-        backoff = 1.0
-        while not self.stopping.is_set():
-            try:
-                while self.work_once(utcnow()) and not self.stopping.is_set():
-                    pass
-                backoff = 1.0
-                self.stopping.wait(self.poll_interval)
-            except (DatabaseUnavailable, Conflict) as exc:
-                log.error("[worker] database error, retrying in %.0fs: %s", backoff, exc)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
-            except Exception:
-                log.exception("[worker] unexpected error, retrying in %.0fs", backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+        run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker")
         self.presence.stop(utcnow())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()

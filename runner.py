@@ -140,6 +140,29 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
             delay = min(delay * 2, 30.0)
 
 
+def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str) -> None:
+    """Until `stopping`: call step(now) while it did work, then sleep pause() seconds.
+
+    A database outage or a bug in a step is logged and retried with backoff (up to 60 s): the
+    process keeps going rather than dying with work half done.
+    """
+    backoff = 1.0
+    while not stopping.is_set():
+        try:
+            while step(utcnow()) and not stopping.is_set():
+                pass
+            backoff = 1.0
+            stopping.wait(pause())
+        except (DatabaseUnavailable, Conflict) as exc:
+            log.error("[%s] database error, retrying in %.0fs: %s", label, backoff, exc)
+            stopping.wait(backoff)
+            backoff = min(backoff * 2, 60.0)
+        except Exception:
+            log.exception("[%s] unexpected error, retrying in %.0fs", label, backoff)
+            stopping.wait(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+
 def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading.Event, label: str) -> None:
     """Call fn until it gets through to the database (start-up steps), backing off up to 60 s."""
     backoff = 1.0

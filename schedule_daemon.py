@@ -23,9 +23,10 @@ from typing import Any
 
 import cron
 from db import Database
-from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
+from errors import ScheduleJobsError
 from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
-from runner import Presence, recover, run_claimed, skipped_record, sync_definitions, until_database_answers, utcnow
+from runner import (Presence, recover, run_claimed, run_loop, skipped_record, sync_definitions, until_database_answers,
+                    utcnow)
 from health import check_health
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
@@ -93,24 +94,12 @@ class ScheduleDaemon:
     # -- the loop ------------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        backoff = 1.0
-        while not self.stopping.is_set():
-            try:
-                while self.run_pass(utcnow()) and not self.stopping.is_set():
-                    pass
-                backoff = 1.0
-                sleep = self.seconds_until_next_pass(utcnow())
-                log.debug("[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep,
-                          self.db.statements_issued)
-                self.stopping.wait(sleep)
-            except (DatabaseUnavailable, Conflict) as exc:
-                log.error("[daemon] database error, retrying in %.0fs: %s", backoff, exc)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
-            except Exception:
-                log.exception("[daemon] unexpected error, retrying in %.0fs", backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+        run_loop(self.run_pass, self.pause, self.stopping, "daemon")
+
+    def pause(self) -> float:
+        sleep = self.seconds_until_next_pass(utcnow())
+        log.debug("[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep, self.db.statements_issued)
+        return sleep
 
     def run_once(self) -> None:
         """--once: run what is due now, then return."""
