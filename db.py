@@ -58,7 +58,6 @@ class SQLiteDialect:
     begin_write: str = "BEGIN IMMEDIATE"   # take the write lock up front: no upgrade deadlocks
     insert_ignore: str = "INSERT OR IGNORE"
     for_update_skip_locked: str = ""       # BEGIN IMMEDIATE already excludes every other writer
-    now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -77,7 +76,6 @@ class MySQLDialect:
     begin_write: str = "START TRANSACTION"
     insert_ignore: str = "INSERT IGNORE"
     for_update_skip_locked: str = "FOR UPDATE SKIP LOCKED"
-    now: str = "UTC_TIMESTAMP(3)"
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -254,7 +252,7 @@ class Database:
     def _render_queries(self, text: str) -> dict[str, str]:
         rendered = {}
         for name, sql in load_queries(text).items():
-            for token in ("insert_ignore", "for_update_skip_locked", "now"):
+            for token in ("insert_ignore", "for_update_skip_locked"):
                 sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
             if self.kind == "mysql":
                 sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))

@@ -1,5 +1,5 @@
 -- Every statement the application issues, by name. db.py loads this file; callers pass :named
--- parameters. {insert_ignore}, {for_update_skip_locked} and {now} are filled in per backend by db.py.
+-- parameters. {insert_ignore} and {for_update_skip_locked} are filled in per backend by db.py.
 -- Booleans are compared with true/false so the operator SQL of the design documents reads the same.
 
 -- name: create_schema_version_table

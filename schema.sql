@@ -2,8 +2,8 @@
 --
 -- Each "-- migration: N" block is applied once, in order, and recorded in SchemaVersion, so a newer
 -- release upgrades an existing database without losing rows. Never edit a released block: add a new one.
--- SQLite reads the same text after db.py rewrites three MySQL-only spellings (AUTO_INCREMENT keys,
--- ENGINE clauses, the `ON UPDATE` of foreign keys is portable as is). All times are UTC, to the millisecond.
+-- SQLite reads the same text after db.py rewrites the two MySQL-only spellings (AUTO_INCREMENT keys and
+-- ENGINE clauses). All times are UTC, to the millisecond; the application writes every one of them.
 
 -- migration: 1
 CREATE TABLE JobSchedule (
