@@ -32,16 +32,20 @@ from settings import Settings
 log = logging.getLogger("worker")
 
 
-def require_skip_locked(db: Database) -> None:
-    """Queue mode needs SKIP LOCKED: MySQL 8.0.1+ or MariaDB 10.6+. SQLite serialises writers instead."""
-    if db.kind != "mysql":
-        return
-    version = db.fetch_one("server_version")["version"]
+def skip_locked_problem(version: str) -> str | None:
+    """None if a server reporting VERSION() = `version` has SKIP LOCKED (MySQL 8.0.1+, MariaDB 10.6+)."""
     numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
-    needed = (10, 6, 0) if "mariadb" in version.lower() else (8, 0, 1)
-    if numbers < needed:
-        raise ConfigError(f"EXECUTION_MODE=queue needs SELECT ... SKIP LOCKED, which server {version} lacks: "
-                          f"use {'MariaDB 10.6' if needed[0] == 10 else 'MySQL 8.0.1'} or later, or EXECUTION_MODE=inline")
+    needed, name = ((10, 6, 0), "MariaDB 10.6") if "mariadb" in version.lower() else ((8, 0, 1), "MySQL 8.0.1")
+    if numbers >= needed:
+        return None
+    return (f"EXECUTION_MODE=queue needs SELECT ... SKIP LOCKED, which server {version} lacks: "
+            f"use {name} or later, or EXECUTION_MODE=inline")
+
+
+def require_skip_locked(db: Database) -> None:
+    """Refuse queue mode on a MySQL server without SKIP LOCKED. SQLite serialises writers instead."""
+    if db.kind == "mysql" and (problem := skip_locked_problem(db.fetch_one("server_version")["version"])):
+        raise ConfigError(problem)
 
 
 def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime,

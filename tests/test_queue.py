@@ -181,3 +181,12 @@ def test_health_command_exits_0_or_1_with_one_reason_a_line(database_url, db):
               now=datetime.now(timezone.utc))
     healthy = health()
     assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
+
+
+def test_queue_mode_is_refused_on_servers_without_skip_locked(db):
+    from queue_mode import require_skip_locked, skip_locked_problem
+
+    assert skip_locked_problem("8.0.36") is None and skip_locked_problem("10.11.19-MariaDB-0+deb12u1") is None
+    assert "MySQL 8.0.1 or later" in skip_locked_problem("5.7.44-log")
+    assert "MariaDB 10.6 or later" in skip_locked_problem("10.5.23-MariaDB")
+    require_skip_locked(db)  # both backends of the suite support queue mode
