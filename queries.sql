@@ -282,7 +282,7 @@ SELECT * FROM JobRun WHERE batchId = :batch_id ORDER BY id;
 
 -- name: next_queued_runs
 -- Runs ready for a worker, oldest first; on MySQL rows other workers are claiming are skipped, not waited for.
-SELECT id FROM JobRun
+SELECT * FROM JobRun
 WHERE status = 'QUEUED' AND blockedBy = 0 AND availableAt <= :now
 ORDER BY availableAt, id LIMIT :limit {for_update_skip_locked};
 
@@ -302,15 +302,15 @@ WHERE batchId = :batch_id AND jobName = :job_name AND status = 'QUEUED';
 
 -- name: finish_batch_jobs
 -- Count jobs of an occurrence as finished; the row stays locked until commit, so one finisher sees zero.
-UPDATE JobBatch SET remaining = remaining - :finished, failed = failed + :failed WHERE id = :id;
+-- completedAt comes first: MySQL evaluates assignments left to right, SQLite all on the old row.
+UPDATE JobBatch
+SET completedAt = CASE WHEN remaining - :finished <= 0 THEN :now ELSE NULL END,
+    remaining = remaining - :finished, failed = failed + :failed
+WHERE id = :id;
 
 -- name: get_batch
 -- What is left of an occurrence.
 SELECT * FROM JobBatch WHERE id = :id;
-
--- name: complete_batch
--- The occurrence is over.
-UPDATE JobBatch SET completedAt = :now WHERE id = :id;
 
 -- name: count_occurrence
 -- Queue mode: record the outcome of a finished occurrence on its schedule.

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from db import Database
-from errors import Conflict, ConfigError
+from errors import Conflict, ConfigError, DatabaseUnavailable
 from jobs import JobContext
 from runner import Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App, ScheduleDefinition
@@ -89,13 +89,17 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
                 skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
                                      now=completed)
                 finished, failed = finished + skipped, failed + skipped
-        db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed)
+        db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
         batch = db.fetch_one("get_batch", id=run["batchId"])
-        if batch is not None and batch["remaining"] <= 0:
-            db.execute("complete_batch", id=batch["id"], now=completed)
-            if batch["scheduleId"] is not None:
-                db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
-                           failed=1 if batch["failed"] else 0, now=completed)
+    # Only the finisher that brought `remaining` to zero (the batch row was locked until commit) gets
+    # here with a completed batch. The schedule's counters are updated outside that transaction so
+    # that finishers of one schedule's many occurrences do not queue behind its row.
+    if batch is not None and batch["remaining"] <= 0 and batch["scheduleId"] is not None:
+        try:
+            db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
+                       failed=1 if batch["failed"] else 0, now=completed)
+        except DatabaseUnavailable as exc:  # the run is recorded; only the schedule's counter misses one
+            log.error("[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc)
     return True
 
 
@@ -171,10 +175,9 @@ class JobWorker:
                     if row is None:
                         return None
                     if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=now) == 1:
-                        break
+                        return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": now}
             except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
                 continue
-        return self.db.fetch_one("get_run", id=row["id"])
 
     def execute(self, run: dict[str, Any]) -> None:
         job = self.app.registry.jobs.get(run["jobName"])
