@@ -23,7 +23,7 @@ from typing import Any
 
 import cron
 from db import Database
-from errors import ScheduleJobsError
+from errors import DatabaseUnavailable, ScheduleJobsError
 from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
 from runner import (Presence, recover, run_claimed, run_loop, skipped_record, sync_definitions, until_database_answers,
                     utcnow)
@@ -211,6 +211,7 @@ class ScheduleDaemon:
             wake = min(wake, row["nextRunAt"])
         return max(0.0, (wake - now).total_seconds())
 
+
 def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> datetime:
     """The occurrence just before `occurrence`."""
     return schedule.latest_at_or_before(occurrence - timedelta(milliseconds=1))
@@ -230,7 +231,10 @@ def check(app: App, now: datetime) -> None:
 
 def report_health(db: Database, settings: Settings) -> int:
     """--health: one line per problem, exit 1 if any (the design documents' checkScheduleDaemonHealth)."""
-    problems = check_health(db, settings, utcnow())["problems"]
+    try:
+        problems = check_health(db, settings, utcnow())["problems"]
+    except DatabaseUnavailable as exc:
+        problems = [f"the database does not answer: {exc}"]
     for problem in problems:
         print(f"UNHEALTHY: {problem}")
     if not problems:
@@ -241,6 +245,9 @@ def report_health(db: Database, settings: Settings) -> int:
 def run_worker(db: Database, app: App, settings: Settings) -> int:
     """--worker: a standalone job worker until SIGTERM/SIGINT (it finishes the job in hand)."""
     worker = JobWorker(db, app, settings)
+    if settings.execution_mode != "queue":
+        log.warning("[worker] EXECUTION_MODE is %s: daemons run jobs themselves and queue nothing; "
+                    "set EXECUTION_MODE=queue on the daemons for this worker to have work", settings.execution_mode)
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("[worker] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
