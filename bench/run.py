@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import traceback
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -65,9 +67,13 @@ def peer(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
 
 
 def peer_result(process: subprocess.Popen) -> dict[str, Any]:
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()))  # a full stderr pipe would block the peer
+    reader.start()
     out = process.stdout.read()  # not communicate(): a readline() before may hold the rest in its buffer
-    err = process.stderr.read()
+    reader.join()
     process.wait()
+    err = errors[0] if errors else ""
     if process.returncode != 0:
         raise RuntimeError(f"peer failed: {err[-2000:]}")
     return json.loads(out.strip().splitlines()[-1])
@@ -566,7 +572,12 @@ def main() -> int:
     try:
         for name in args.only or BENCHMARKS:
             print(f"== {name}", flush=True)
-            BENCHMARKS[name](bench)
+            try:
+                BENCHMARKS[name](bench)
+            except Exception:  # report what was measured; say what failed
+                print(f"!! {name} failed:\n{traceback.format_exc()}", flush=True)
+                bench.results.setdefault(f"{name}: FAILED (see output)", {"unit": "", "ours": [], "peer": [],
+                                                                           "target": "", "better": "lower"})
     finally:
         bench.close()
     print()
