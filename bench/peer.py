@@ -41,6 +41,14 @@ def record_run(marker: str) -> None:
         f.write(f"{int(time.time())} {os.getpid()}\n")
 
 
+def own_peak_rss_mib() -> float:
+    """VmHWM: this process's peak RSS since exec (ru_maxrss would include the forking parent's)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def scheduler(db: str, statements: list[int] | None = None) -> BackgroundScheduler:
     store = SQLAlchemyJobStore(url=f"sqlite:///{db}")
     if statements is not None:
