@@ -554,9 +554,12 @@ def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServ
 def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
     handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = False  # server_close() waits for requests in flight, manual runs included
-    return server
+    return AdminHTTPServer((host, port), handler)
+
+
+class AdminHTTPServer(ThreadingHTTPServer):
+    request_queue_size = 128  # the default listen backlog of 5 drops connections under a burst of 50
+    daemon_threads = False  # server_close() waits for requests in flight, manual runs included
 
 
 def main() -> int:

@@ -532,13 +532,16 @@ BENCHMARKS: dict[str, Callable[[Bench], None]] = {
 }
 
 
+def number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "-"
-    median = statistics.median(values)
-    text = f"{median:.3g}" if abs(median) < 1000 else f"{median:,.0f}"
+    text = number(statistics.median(values))
     if len(values) > 1:
-        text += f" ({min(values):.3g}-{max(values):.3g})"
+        text += f" ({number(min(values))}-{number(max(values))})"
     return text
 
 
