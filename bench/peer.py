@@ -151,6 +151,7 @@ def main() -> None:
             s.start(paused=True)
             s._process_jobs()  # one pass over a store with nothing due
         result["seconds"] = time.perf_counter() - started
+        result["peak_rss_mib"] = own_peak_rss_mib()
         s.shutdown(wait=False)
 
     elif args.mode == "shared":
