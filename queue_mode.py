@@ -174,8 +174,9 @@ class JobWorker:
                     row = self.db.fetch_one("next_queued_runs", now=now, limit=1)
                     if row is None:
                         return None
-                    if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=now) == 1:
-                        return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": now}
+                    started = utcnow()  # not `now`: the run may have become ready (and been selected) after it
+                    if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1:
+                        return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
             except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
                 continue
 
