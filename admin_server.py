@@ -270,7 +270,9 @@ class AdminAPI:
                 raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
                                 f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
             self.audit(request, "trigger", schedule_id, body.get("note"), now)
-            presence.register(now)
+        # Registered after the claim commits: a failed claim leaves no heartbeat thread behind. Until
+        # then the lock names an instance with no row; if this process dies there, the lease expires.
+        presence.register(now)
         log.info("[admin] %s triggered schedule %s", request.actor, schedule_id)
         try:
             outcome = run_claimed(self.db, self.app, presence, definition, now, "MANUAL", now, self.stopping, "admin")
