@@ -26,3 +26,9 @@ class DatabaseUnavailable(ScheduleJobsError):
 
 class Conflict(ScheduleJobsError):
     """A write lost a race (deadlock, lock wait timeout, duplicate key); retrying the step is safe."""
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """`value` quoted for a message, cut to about `limit` characters so that no input floods a log line."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit - 3] + "...")
