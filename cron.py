@@ -48,7 +48,6 @@ _ALLOWED = {"minute": "0-59", "hour": "0-23", "day of month": "1-31 or L", "mont
 _NAMES = {name: number for number, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
 _NAMES.update({name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
-_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December")
 
@@ -72,23 +71,24 @@ def _parse(expression: str) -> croniter:
 
 
 def _field_problem(name: str, text: str, position: int, count: int) -> str | None:
-    """What is wrong with one field on its own, or None."""
+    """What is wrong with one field on its own, naming it in words, or None."""
+    where = f"{name} {quoted(text)}"
     for item in text.split(","):
         base = item.split("/")[0].strip().lower()
         if base in ("r", "h") or base.startswith(("r(", "h(")):
-            return ("R (random) and H (hashed) are not supported: each process would pick a different time; "
-                    "write the value you want")
+            return (f"{where}: R (random) and H (hashed) are not supported: each process would pick a different "
+                    "time; write the value you want")
         start, dash, end = base.partition("-")
         if dash and (start.isdigit() or start in _NAMES) and (end.isdigit() or end in _NAMES):
             first, last = (int(v) if v.isdigit() else _NAMES[v] for v in (start, end))
             if first > last:
-                return f"range {start}-{end} starts after it ends; write it as two ranges joined by a comma"
+                return f"{where}: range {start}-{end} starts after it ends; write it as two ranges joined by a comma"
     probe = ["*"] * count
     probe[position] = text
     try:
         croniter(" ".join(probe))
     except (CroniterError, ValueError, KeyError, IndexError):
-        return f"is not valid (use {_ALLOWED[name]}, '*', lists a,b, ranges a-b and steps */n)"
+        return f"{where} is not valid (use {_ALLOWED[name]}, '*', lists a,b, ranges a-b and steps */n)"
     return None
 
 
@@ -114,7 +114,7 @@ def cron_problem(expression: str) -> str | None:
     for position, (name, text) in enumerate(zip(FIELDS, fields)):
         problem = _field_problem(name, text, position, len(fields))
         if problem is not None:
-            return f"{name} {quoted(text)} {problem}" if problem.startswith("is ") else f"{name} {quoted(text)}: {problem}"
+            return problem
     try:
         croniter(" ".join(fields), _NEVER_FIRES_FROM, day_or=_days_either(fields)).get_next(datetime)
     except CroniterBadDateError:
