@@ -569,7 +569,7 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         app = load_app(settings.schedules_module, settings.environment)
-        db = Database.from_url(settings.database_url)
+        db = settings.database()
         server = make_server(settings, db, app)
     except (ScheduleJobsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
