@@ -432,7 +432,7 @@ class AdminAPI:
 
     def health(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
-        return 200, check_health(self.db, self.settings, utcnow())
+        return 200, check_health(self.db, self.settings)
 
     def healthz(self, request: Request) -> tuple[int, Any]:
         try:

@@ -340,6 +340,22 @@ SELECT * FROM JobBatch WHERE id = :id;
 UPDATE JobSchedule SET runCount = runCount + :succeeded, failureCount = failureCount + :failed, updatedAt = :now
 WHERE id = :id;
 
+-- name: long_running_runs
+-- Health: runs RUNNING since before :started_before, with their holder's liveness.
+SELECT r.id, r.jobName, r.scheduleId, r.workerId, r.startedAt,
+       w.status AS holderStatus, w.lastHeartbeatAt AS holderHeartbeatAt
+FROM JobRun r LEFT JOIN WorkerInstance w ON w.id = r.workerId
+WHERE r.status = 'RUNNING' AND r.startedAt < :started_before
+ORDER BY r.id LIMIT 100;
+
+-- name: stranded_queued_runs
+-- Health: blocked queued runs whose occurrence has nothing left queued-and-ready or running to unblock them.
+SELECT r.id, r.jobName, r.scheduleId FROM JobRun r
+WHERE r.status = 'QUEUED' AND r.blockedBy > 0
+  AND NOT EXISTS (SELECT 1 FROM JobRun o WHERE o.batchId = r.batchId
+                  AND (o.status = 'RUNNING' OR (o.status = 'QUEUED' AND o.blockedBy = 0)))
+ORDER BY r.id LIMIT 100;
+
 -- name: queue_depth
 -- How many runs wait for a worker.
 SELECT COUNT(*) AS queued FROM JobRun WHERE status = 'QUEUED';

@@ -34,6 +34,7 @@ from settings import Settings, configure_logging
 log = logging.getLogger("daemon")
 
 DUE_BATCH = 1000  # due schedules read per query; the loop drains batch after batch
+LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past its last one (contention delays beats)
 STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
 
 
@@ -50,6 +51,8 @@ class ScheduleDaemon:
         self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
+        # Bounded by LOCK_TIMEOUT_MS: past that a silent daemon is dead, whatever the margin says.
+        self.liveness_margin = min(LIVENESS_HEARTBEATS * self.heartbeat_interval, self.lock_timeout)
         self.stopping = threading.Event()
         self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
@@ -121,7 +124,7 @@ class ScheduleDaemon:
         self.stalled = False
         if not due:
             return False
-        lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
+        lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.liveness_margin)
         # Whole seconds for the skip decision: after downtime thousands of schedules share a few crons,
         # and one `now` per second lets them share cached cron results. An occurrence in the fraction
         # of a second left out simply becomes the next run, due at once.
@@ -153,7 +156,7 @@ class ScheduleDaemon:
     def missed(self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]) -> bool:
         """Did the latest occurrence due by `now` fall due while no daemon was alive?"""
         latest = max(due, schedule.latest_at_or_before(now))
-        return not alive_at(lifetimes, latest, self.heartbeat_interval)
+        return not alive_at(lifetimes, latest, self.liveness_margin)
 
     def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime]], now: datetime) -> int:
         """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence.
@@ -265,7 +268,7 @@ def check(app: App, now: datetime) -> None:
 def report_health(db: Database, settings: Settings) -> int:
     """--health: one line per problem, exit 1 if any (the design documents' checkScheduleDaemonHealth)."""
     try:
-        problems = check_health(db, settings, utcnow())["problems"]
+        problems = check_health(db, settings)["problems"]
     except DatabaseUnavailable as exc:
         problems = [f"the database does not answer: {exc}"]
     for problem in problems:
