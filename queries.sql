@@ -161,7 +161,7 @@ VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, 
 
 -- name: find_run
 -- A run by its occurrence key: after a connection lost at COMMIT, did the insert land?
-SELECT id, workerId FROM JobRun
+SELECT id, workerId, createdAt FROM JobRun
 WHERE scheduleId = :schedule_id AND scheduledFor = :scheduled_for AND jobName = :job_name
   AND `trigger` = :trigger AND attempt = :attempt;
 

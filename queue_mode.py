@@ -162,7 +162,7 @@ class JobWorker:
 
     def run_forever(self) -> None:
         run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
-        self.presence.stop(utcnow())
+        self.presence.stop(self.db.now())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()
 

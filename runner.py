@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from db import Database
+from db import Database, utc_ms
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 from jobs import Job, JobContext
 from scheduling import App, ScheduleDefinition
@@ -127,7 +127,7 @@ class Presence:
             self._thread.join(timeout=10)
         try:
             self.db.execute("stop_worker", id=self.id, now=now)
-        except DatabaseUnavailable as exc:
+        except RETRYABLE as exc:
             log.error("[%s] could not mark %s STOPPED: %s", self.worker_type, self.id, exc)
 
     def _beat_forever(self) -> None:
@@ -275,8 +275,8 @@ def insert_run_once(db: Database, row: dict[str, Any]) -> int:
     except Conflict:
         found = db.fetch_one("find_run", schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
                              job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
-        if found is None or found["workerId"] != row["worker_id"]:
-            raise
+        if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
+            raise  # not this attempt's row: the unique key refused a second run of the occurrence
         return found["id"]
 
 

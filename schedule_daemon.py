@@ -82,12 +82,12 @@ class ScheduleDaemon:
         if not self.presence.registered:
             self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
-        report = sync_definitions(self.db, self.app, utcnow())
+        report = sync_definitions(self.db, self.app, self.db.now())
         log.info("[daemon] Synced %d schedule definitions from code (%d new, %d changed, %d not in code)",
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
-        self.presence.stop(utcnow())
+        self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
 
