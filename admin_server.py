@@ -432,7 +432,7 @@ class AdminAPI:
 
     def health(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
-        return 200, check_health(self.db, self.settings, utcnow())
+        return 200, check_health(self.db, self.settings)
 
     def healthz(self, request: Request) -> tuple[int, Any]:
         try:
@@ -627,7 +627,7 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         app = load_app(settings.schedules_module, settings.environment)
-        db = Database.from_url(settings.database_url)
+        db = settings.database()
         server = make_server(settings, db, app)
     except (ScheduleJobsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
