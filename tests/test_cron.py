@@ -128,7 +128,8 @@ def test_oracle_lord_howe_half_hour_gap():
 
 
 def test_oracle_santiago_midnight_changes():
-    zone = ZoneInfo("America/Santiago")  # 2026-09-06 00:00 -04 becomes 01:00 -03; 2026-04-05 00:00 -03 becomes 04-04 23:00 -04
+    # 2026-09-06 00:00 -04 becomes 01:00 -03; 2026-04-05 00:00 -03 becomes 04-04 23:00 -04
+    zone = ZoneInfo("America/Santiago")
     assert local_times("0 0 * * *", "America/Santiago", datetime(2026, 9, 5, 12, tzinfo=zone),
                        datetime(2026, 9, 7, 12, tzinfo=zone)) == ["09-06 01:00:00-0300", "09-07 00:00:00-0300"]
     assert local_times("30 23 * * *", "America/Santiago", datetime(2026, 4, 4, 12, tzinfo=zone),
