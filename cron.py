@@ -54,7 +54,17 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 def fields_of(expression: str) -> list[str]:
     """The fields of `expression`, a nickname replaced by the 5 fields it stands for."""
-    return NICKNAMES.get(expression.strip().lower(), expression).split()
+    return [_single_value_ranges(f) for f in NICKNAMES.get(expression.strip().lower(), expression).split()]
+
+
+def _single_value_ranges(field: str) -> str:
+    """`5-5` and `5-5/2` written as `5`: croniter 7 reads a range whose ends are equal as `*`."""
+    items = []
+    for item in field.split(","):
+        start, dash, rest = item.partition("-")
+        end = rest.split("/")[0]
+        items.append(start if dash and start.lower() == end.lower() else item)
+    return ",".join(items)
 
 
 def _days_either(fields: list[str]) -> bool:
