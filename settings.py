@@ -41,6 +41,13 @@ def _count(env: dict[str, str], name: str, default: int | None) -> int | None:
     return int(raw)
 
 
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = _count(env, name, default)
+    if value is None or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
+    return value
+
+
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or choices[0]
     if raw not in choices:
@@ -77,6 +84,15 @@ class Settings:
     health_max_queue_age_s: int
     expected_daemons: int | None
     expected_workers: int | None
+    job_timeout_s: int
+    job_kill_grace_s: int
+    job_max_runs_per_child: int
+    job_child_idle_s: int
+    job_log_max_bytes: int
+    job_log_retention_days: int
+    schedule_concurrency: int
+    job_worker_concurrency: int
+    shutdown_grace_s: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +118,15 @@ class Settings:
             health_max_queue_age_s=_count(env, "HEALTH_MAX_QUEUE_AGE_S", 3600),
             expected_daemons=_count(env, "EXPECTED_DAEMONS", None),
             expected_workers=_count(env, "EXPECTED_WORKERS", None),
+            job_timeout_s=_count(env, "JOB_TIMEOUT_S", 3600),
+            job_kill_grace_s=_count(env, "JOB_KILL_GRACE_S", 10),
+            job_max_runs_per_child=_positive(env, "JOB_MAX_RUNS_PER_CHILD", 1000),
+            job_child_idle_s=_count(env, "JOB_CHILD_IDLE_S", 300),
+            job_log_max_bytes=_count(env, "JOB_LOG_MAX_BYTES", 1024 * 1024),
+            job_log_retention_days=_positive(env, "JOB_LOG_RETENTION_DAYS", 7),
+            schedule_concurrency=_positive(env, "SCHEDULE_CONCURRENCY", 4),
+            job_worker_concurrency=_positive(env, "JOB_WORKER_CONCURRENCY", 1),
+            shutdown_grace_s=_count(env, "SHUTDOWN_GRACE_S", 25),
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(
