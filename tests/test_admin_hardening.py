@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -23,11 +24,12 @@ import jwt
 import pytest
 
 from admin_server import write_private_file
-from db import Database
+from db import Database, parse_database_url, redact_url
 from errors import ScheduleJobsError
 from settings import Settings
 from tests.admin_client import ADMIN_TOKEN, JWT_SECRET, AdminServer, admin_jwt
 from tests.conftest import ROOT, wait_for
+from tests.mariadb_server import free_port
 from tests.test_admin_api import snapshot
 
 IDLE = 200  # connections that send nothing
@@ -318,3 +320,94 @@ def test_the_token_is_never_written_through_a_symbolic_link(tmp_path, dangling):
                                              "PORT": "0", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert result.returncode == 1 and "not a regular file" in result.stderr and "Traceback" not in result.stderr
     assert (target.read_text() == "precious\n") if not dangling else not target.exists()
+
+
+# -- database passwords ---------------------------------------------------------------------------------
+
+# Each holds characters a URL gives meaning to; the last two are not Latin-1 (PyMySQL used to fail on them).
+PASSWORDS = ["Pw@inside9", "Pw/slash/9", "Pw%25pct%zz", "Q@/%:#?[x]7", "Sé€kr1t@P/a%ss"]
+
+
+def mysql_url(password: str, host_port: str, database: str, encode: bool, user: str = "pwtest") -> str:
+    return f"mysql://{user}:{urllib.parse.quote(password, safe='') if encode else password}@{host_port}/{database}"
+
+
+def leaks(text: str, password: str) -> list[str]:
+    """The forms of `password` that appear in `text`: as typed, percent-encoded, or decoded from the URL."""
+    forms = {password, urllib.parse.quote(password, safe=""), urllib.parse.unquote(password)}
+    return [form for form in forms if form in text]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize("encode", [True, False], ids=["encoded", "as-typed"])
+def test_passwords_with_url_characters_are_parsed_and_never_shown(password, encode):
+    url = mysql_url(password, "db.internal:3307", "railway", encode)
+    kind, params = parse_database_url(url)
+    expected = password if encode else urllib.parse.unquote(password)  # as typed, %xx is still decoded
+    assert (kind, params["host"], params["port"], params["password"], params["database"]) == (
+        "mysql", "db.internal", 3307, expected, "railway")
+    assert redact_url(url) == "mysql://pwtest:***@db.internal:3307/railway"
+    for broken in (url.replace("/railway", ""), url.replace(":3307", ":port"), url.replace("mysql:", "mysq1:")):
+        with pytest.raises(ScheduleJobsError) as error:
+            parse_database_url(broken)
+        assert leaks(str(error.value), password) == [], broken
+
+
+def start(args: list[str], database_url: str) -> subprocess.Popen:
+    """One of the programs, its stdout and stderr captured together."""
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT),
+                                            "DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN, "PORT": "0",
+                                            "SCHEDULES_MODULE": "tests.sample_app", "TEST_MARKER_FILE": os.devnull,
+                                            "APP_ENV": "test"})
+
+
+def finish(process: subprocess.Popen, stop: bool = False) -> tuple[int, str]:
+    """(exit code, output); with `stop`, SIGTERM it first."""
+    if stop:
+        process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+def run_quietly(args: list[str], database_url: str) -> tuple[int, str]:
+    return finish(start(args, database_url))
+
+
+def test_no_program_shows_the_password_when_the_database_is_unreachable():
+    closed_port = f"127.0.0.1:{free_port()}"
+    urls = [(password, mysql_url(password, closed_port, "jobs", encode)) for password in PASSWORDS for encode in (True, False)]
+    # All at once, to keep the test short: the daemons keep retrying the start-up, one line per attempt.
+    started = [(password, start(["schedule_daemon.py", "--health"], url), start(["admin_server.py"], url),
+                start(["schedule_daemon.py"], url)) for password, url in urls]
+    results = [(password, finish(health), finish(admin), daemon) for password, health, admin, daemon in started]
+    time.sleep(1)  # the daemons started with the others, which have all failed to connect by now
+    for password, health, admin, daemon in results:
+        outputs = [health, admin, finish(daemon, stop=True)]
+        assert outputs[0][0] == 1 and "does not answer" in outputs[0][1]
+        assert outputs[1][0] == 1 and "cannot connect to MySQL at 127.0.0.1" in outputs[1][1]
+        assert "mysql://pwtest:***@" in outputs[2][1] and "cannot connect to MySQL" in outputs[2][1]
+        assert "Traceback" not in "".join(output for _, output in outputs)
+        for _, output in outputs:
+            assert leaks(output, password) == [], (password, output)
+
+
+def test_a_password_with_url_characters_connects_to_mariadb_and_stays_out_of_the_log(mariadb_server, mysql_server_url):
+    if mariadb_server is None:
+        pytest.skip("needs the suite's own MariaDB server (root over its socket) to create a user")
+    import pymysql
+
+    password = PASSWORDS[-1]
+    root = pymysql.connect(unix_socket=str(mariadb_server.dir / "sock"), user="root", autocommit=True)
+    with root.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS pwtest")
+        cur.execute("CREATE USER IF NOT EXISTS 'pwtest'@'%%' IDENTIFIED BY %s", (password,))
+        cur.execute("GRANT ALL ON pwtest.* TO 'pwtest'@'%'")
+    root.close()
+    host_port = mysql_server_url.split("@")[1].rstrip("/")
+    for encode in (True, False):
+        code, output = run_quietly(["schedule_daemon.py", "--once"], mysql_url(password, host_port, "pwtest", encode))
+        assert code == 0 and "Synced 1 schedule definitions" in output, output
+        assert "mysql://pwtest:***@" in output and leaks(output, password) == []
+    code, output = run_quietly(["schedule_daemon.py", "--health"], mysql_url(password + "-wrong", host_port, "pwtest", True))
+    assert code == 1 and "Access denied" in output and leaks(output, password) == []
