@@ -2,9 +2,9 @@
 # The whole test suite on a fresh machine, set-up included:   ./test.sh [pytest arguments]
 #
 # 1. What the suite needs from the system: MariaDB (the MySQL half of every SQL test), Chromium and its
-#    driver (the admin page test), Python's venv module. On Debian or Ubuntu as root, whatever is missing
-#    is installed with apt-get; elsewhere this says what is missing and which tests it skips (under
-#    CI=true the suite fails instead of skipping).
+#    driver (the admin page test), libfaketime (a daemon with a skewed clock), Python's venv module.
+#    On Debian or Ubuntu as root, whatever is missing is installed with apt-get; elsewhere this says
+#    what is missing and which tests it skips (under CI=true the suite fails instead of skipping).
 # 2. A virtual environment in .venv (made with $PYTHON, default python3, 3.11 or newer) with
 #    requirements-test.txt installed: the system's Python is never touched (PEP 668).
 # 3. With a pyproject.toml: ruff check, ruff format --check and mypy (files and strictness from it).
@@ -21,6 +21,7 @@ command -v mariadb-install-db >/dev/null && { command -v mariadbd >/dev/null || 
     || missing+=(mariadb-server)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
 if command -v apt-get >/dev/null; then
     # Debian's own /usr/bin/python3 is what tests/test_newcomer.py tries the README's commands with.
     { [ -x /usr/bin/python3 ] && has_venv /usr/bin/python3; } || missing+=(python3 python3-venv)
@@ -37,12 +38,13 @@ for package in ${missing[@]+"${missing[@]}"}; do  # the + form: macOS's bash 3.2
     case $package in
         mariadb-server) say "MariaDB is missing: the MySQL half of the suite is skipped (apt-get install mariadb-server; brew install mariadb)" ;;
         chromium|chromium-driver) say "$package is missing: tests/test_admin_page.py is skipped (apt-get install chromium chromium-driver)" ;;
+        libfaketime) say "libfaketime is missing: tests/test_faults.py's skewed-clock test fails (apt-get install libfaketime)" ;;
         python3-venv) say "/usr/bin/python3 has no venv: tests/test_newcomer.py's fresh-clone test is skipped (apt-get install python3-venv)" ;;
     esac
 done
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    say "$PYTHON is not Python 3.11 or newer: set PYTHON=/path/to/python3.11+"
+    say "$PYTHON is missing or older than Python 3.11: install one, or set PYTHON=/path/to/python3.11+"
     exit 1
 fi
 if ! has_venv "$PYTHON"; then
