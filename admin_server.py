@@ -745,7 +745,7 @@ class AdminHTTPServer(ThreadingHTTPServer):
                     shut(connection)
             if expired:
                 log.info("[admin] closed %d connections that sent no complete request within %ss",
-                          len(expired), self.idle_timeout)
+                         len(expired), self.idle_timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""

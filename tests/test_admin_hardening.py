@@ -170,9 +170,10 @@ def test_idle_and_slow_connections_are_closed_after_the_idle_timeout_and_others_
         lifetimes = sorted(closed[c] - clients.opened[c] for c in closed)
         print(f"closed after {lifetimes[0]:.2f}-{lifetimes[-1]:.2f} s (ADMIN_IDLE_TIMEOUT_S=2)")
         assert lifetimes[0] >= 1.9 and lifetimes[-1] < 2 + 3
-        assert server.marker.read_text() == "" and Database.from_url(server.database_url).fetch_all("list_audit", before=None, limit=10) == []
+        audit = Database.from_url(server.database_url).fetch_all("list_audit", before=None, limit=10)
+        assert server.marker.read_text() == "" and audit == []  # the half-sent "Run now" requests did nothing
         assert server.get("/healthz")[0] == 200 and server.process.poll() is None
-        assert "Traceback" not in server.log() and "closed" in server.log()
+        assert "Traceback" not in server.log() and "connections that sent no complete request within 2s" in server.log()
     finally:
         clients.close()
 
@@ -285,7 +286,8 @@ def test_a_body_shorter_than_its_content_length_is_never_acted_on(admin):
 
 def test_admin_idle_timeout_must_be_a_positive_whole_number():
     for raw in ("0", "-1", "1.5", "soon"):
-        with pytest.raises(ScheduleJobsError, match=f"ADMIN_IDLE_TIMEOUT_S must be a positive whole number of seconds, got '{raw}'"):
+        expected = f"ADMIN_IDLE_TIMEOUT_S must be a positive whole number of seconds, got '{raw}'"
+        with pytest.raises(ScheduleJobsError, match=re.escape(expected)):
             Settings.from_env({"ADMIN_IDLE_TIMEOUT_S": raw})
     assert Settings.from_env({}).admin_idle_timeout_s == 5
 
