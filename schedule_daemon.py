@@ -28,7 +28,7 @@ from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, requi
 from runner import (Presence, recover, retry_until_stored, run_claimed, run_loop, skipped_record, sync_definitions,
                     until_database_answers, utcnow)
 from health import check_health
-from scheduling import App, ScheduleDefinition, load_app
+from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
 
 log = logging.getLogger("daemon")
@@ -69,6 +69,8 @@ class ScheduleDaemon:
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
                  "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
+        for warning in schedule_warnings(list(self.app.schedules.values())):
+            log.warning("[daemon] %s", warning)
         log.info("[daemon] Execution mode: %s", "queue (jobs are queued for job workers)"
                  if self.settings.execution_mode == "queue" else "inline (jobs run in this process)")
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
@@ -115,10 +117,15 @@ class ScheduleDaemon:
 
     def run_pass(self, now: datetime) -> bool:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
-        if now >= self.next_recovery:
+        housekeeping = now >= self.next_recovery
+        if housekeeping:
             recover(self.db, now, self.lock_timeout)
             recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
+        # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no
+        # claim matched (the last pass stalled) is what a time typed by hand looks like.
+        if (housekeeping or self.stalled) and self.db.normalise_typed_times():
+            log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         self.follow_enablement(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
         self.stalled = False
@@ -178,9 +185,7 @@ class ScheduleDaemon:
         return len(skipped)
 
     def follow_enablement(self, now: datetime) -> None:
-        """Follow what was done by SQL: times typed by hand, enabling (a first next run), disabling (none)."""
-        if self.db.normalise_typed_times():
-            log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
+        """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
         for row in self.db.fetch_all("disabled_with_next_run"):
             self.db.execute("unschedule", id=row["id"], now=now)
         for row in self.db.fetch_all("enabled_without_next_run"):
@@ -254,7 +259,9 @@ def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> dat
 
 
 def check(app: App, now: datetime) -> None:
-    """--check: print every schedule of this environment with its next three runs."""
+    """--check: print every schedule of this environment with its next three runs, and warnings on stderr."""
+    for warning in schedule_warnings(list(app.schedules.values())):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{len(app.schedules)} schedules valid for APP_ENV={app.environment}, "
           f"{len(app.registry.jobs)} jobs in {len(app.registry.groups)} groups")
     for s in app.schedules.values():
