@@ -41,7 +41,6 @@ from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, Val
 
 DEFAULT_DATABASE_URL = "sqlite:///schedules.db"
 HERE = Path(__file__).resolve().parent
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def utc_ms(value: datetime) -> datetime:
@@ -112,8 +111,8 @@ class SQLiteDialect:
     stores_times_as_text: bool = True      # an operator's UPDATE may store any ISO form; see normalise_typed_times
 
     def to_db(self, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return utc_ms(value).strftime(SQLITE_TIME_FORMAT)[:-3]
+        if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
+            return utc_ms(value).isoformat(" ", "milliseconds")[:23]
         return value
 
     def from_db(self, value: Any) -> Any:
