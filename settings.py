@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from db import DEFAULT_DATABASE_URL
+from db import DEFAULT_DATABASE_URL, Database
 from errors import ConfigError
 
 
@@ -48,6 +48,15 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or choices[0]
     if raw not in choices:
@@ -71,10 +80,13 @@ class Settings:
     poll_interval_ms: int
     heartbeat_interval_ms: int
     lock_timeout_ms: int
+    db_lock_wait_timeout_ms: int
     host: str
     port: int
     admin_token: str | None
     jwt_secret: str | None
+    jwt_audience: str | None
+    admin_idle_timeout_s: int
     execution_mode: str
     embedded_job_worker: bool
     job_worker_poll_interval_ms: int
@@ -105,10 +117,13 @@ class Settings:
             poll_interval_ms=_millis(env, "SCHEDULE_POLL_INTERVAL_MS", 60_000),
             heartbeat_interval_ms=_millis(env, "HEARTBEAT_INTERVAL_MS", 60_000),
             lock_timeout_ms=_millis(env, "LOCK_TIMEOUT_MS", 300_000),
+            db_lock_wait_timeout_ms=_millis(env, "DB_LOCK_WAIT_TIMEOUT_MS", 30_000),
             host=env.get("HOST") or "127.0.0.1",
             port=_port(env),
             admin_token=env.get("ADMIN_TOKEN") or None,
             jwt_secret=env.get("JWT_SECRET") or None,
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            admin_idle_timeout_s=_seconds(env, "ADMIN_IDLE_TIMEOUT_S", 5),
             execution_mode=_choice(env, "EXECUTION_MODE", ("inline", "queue")),
             embedded_job_worker=_flag(env, "EMBEDDED_JOB_WORKER", False),
             job_worker_poll_interval_ms=_millis(env, "JOB_WORKER_POLL_INTERVAL_MS", 5_000),
@@ -134,6 +149,10 @@ class Settings:
                 f"({settings.lock_timeout_ms}), or a live holder's lease could expire between two renewals"
             )
         return settings
+
+    def database(self) -> Database:
+        """The Database these settings name, with their lock wait timeout."""
+        return Database.from_url(self.database_url, self.db_lock_wait_timeout_ms)
 
 
 def configure_logging() -> None:
