@@ -24,10 +24,11 @@ from typing import Any
 
 from db import Database
 from errors import Conflict, ConfigError
-from jobs import JobContext
-from runner import RETRYABLE, Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
+from records import JobCall
+from runner import RETRYABLE, JobPool, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App, ScheduleDefinition
 from settings import Settings
+from supervisor import ChildPool
 
 log = logging.getLogger("worker")
 
@@ -144,9 +145,12 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
 class JobWorker:
     """Claims ready runs and executes them, back to back while there is work, else every poll interval."""
 
-    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None):
+    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None,
+                 pool: JobPool | None = None):
         self.db = db
         self.app = app
+        self.pool = pool or ChildPool(db, settings, settings.schedules_module, "worker")
+        self.concurrency = settings.job_worker_concurrency
         self.poll_interval = settings.job_worker_poll_interval_ms / 1000
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
@@ -161,7 +165,16 @@ class JobWorker:
         log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
 
     def run_forever(self) -> None:
+        """Run JOB_WORKER_CONCURRENCY loops (each claims one run at a time) until `stopping`."""
+        loops = [threading.Thread(target=run_loop, name=f"job-worker-{n}", daemon=True,
+                                  args=(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now))
+                 for n in range(1, self.concurrency)]
+        for loop in loops:
+            loop.start()
         run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
+        for loop in loops:
+            loop.join()
+        self.pool.close()
         self.presence.stop(self.db.now())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()
@@ -197,8 +210,9 @@ class JobWorker:
         if job is None:
             status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
         else:
-            ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
-            status, error, completed, duration_ms = execute_job(job, ctx)
+            result = self.pool.run(job, JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"],
+                                                run["attempt"]))
+            status, error, completed, duration_ms = result.status.value, result.error, self.db.now(), result.duration_ms
         log_result("worker", run["jobName"], status, duration_ms, error)
         stored = retry_until_stored("recording a job's result", lambda: finish_run(
             self.db, self.app, run, status, error, completed, duration_ms, self.stopping), self.stopping,

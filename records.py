@@ -36,7 +36,6 @@ class JobResult:
 
     status: RunStatus
     error: str | None
-    completed_at: datetime
     duration_ms: int
 
 

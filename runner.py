@@ -5,6 +5,7 @@
   the schedules this process holds, so a long job keeps its lock and a dead process loses it.
 - run_occurrence(): run a schedule's jobs inline, in dependency order, one JobRun row each.
 - run_claimed(): run_occurrence() under a claim already taken, then release it whatever happens.
+- run_now(): "Run now" (the admin server, schedule_daemon.py --run): claim without moving nextRunAt, run_claimed().
 - recover(): free what dead processes left behind (their RUNNING runs, their expired locks).
 """
 
@@ -15,19 +16,26 @@ import logging
 import os
 import socket
 import threading
-import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from db import Database, utc_ms
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
-from jobs import Job, JobContext
+from jobs import Job
+from records import JobCall, JobResult
 from scheduling import App, ScheduleDefinition
 
 log = logging.getLogger("runner")
+
+
+class JobPool(Protocol):
+    """What runs a job's code for the run path: supervisor.ChildPool (tests of the steps use an in-process one)."""
+
+    def run(self, job: Job, call: JobCall) -> JobResult: ...
+
+    def close(self) -> None: ...
 
 WHOLE_OCCURRENCE = "*"  # JobRun.jobName of a record about a whole occurrence (e.g. skipped)
 RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
@@ -168,19 +176,21 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
 
 
 def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str,
-             clock: Callable[[], datetime] = utcnow) -> None:
-    """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds.
+             clock: Callable[[], datetime] = utcnow, wake: threading.Event | None = None) -> None:
+    """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds or until `wake` is set.
 
     A database outage or a bug in a step is logged and retried with backoff (up to 60 s): the
-    process keeps going rather than dying with work half done.
+    process keeps going rather than dying with work half done. Whoever sets `wake` sets it at stop too.
     """
     backoff = 1.0
     while not stopping.is_set():
         try:
+            if wake is not None:
+                wake.clear()  # before the pass: a wake-up during it ends the sleep that follows at once
             while step(clock()) and not stopping.is_set():
                 pass
             backoff = 1.0
-            stopping.wait(pause())
+            (wake or stopping).wait(pause())
         except (DatabaseUnavailable, Conflict) as exc:
             log.error("[%s] database error, retrying in %.0fs: %s", label, backoff, exc)
             stopping.wait(backoff)
@@ -219,9 +229,9 @@ class Outcome:
         return all(r["status"] == "COMPLETED" for r in self.runs)
 
 
-def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime, trigger: str,
-                   worker_id: str, stopping: threading.Event, label: str = "daemon") -> Outcome:
-    """Run the schedule's jobs now, inline and in order. Never holds a transaction while a job runs."""
+def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, scheduled_for: datetime,
+                   trigger: str, worker_id: str, stopping: threading.Event, label: str = "daemon") -> Outcome:
+    """Run the schedule's jobs now, in order, each in a supervised child. Never holds a transaction while a job runs."""
     jobs = app.jobs_for(schedule)
     batch_id = str(uuid.uuid4())
     outcome = Outcome()
@@ -247,8 +257,8 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
             continue
         run_id = record(job_name=job.name, status="RUNNING", started_at=db.now())
         log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
-        ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
-        status, error, completed, duration_ms = execute_job(job, ctx)
+        result = pool.run(job, JobCall(run_id, job.name, schedule.id, scheduled_for, trigger, 1))
+        status, error, completed, duration_ms = result.status.value, result.error, db.now(), result.duration_ms
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
             "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms, error=error,
         ), stopping, on_rejected=lambda exc: db.execute(
@@ -280,18 +290,6 @@ def insert_run_once(db: Database, row: dict[str, Any]) -> int:
         return found["id"]
 
 
-def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, int]:
-    """Call the job: (status, error with traceback, completed at, duration in ms). Never raises."""
-    started = time.monotonic()
-    error = None
-    try:
-        job.fn(ctx)
-        status = "COMPLETED"
-    except Exception:
-        status, error = "FAILED", traceback.format_exc()
-    return status, error, ctx.db.now(), int((time.monotonic() - started) * 1000)
-
-
 def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
     if status == "COMPLETED":
         log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
@@ -299,14 +297,14 @@ def log_result(label: str, job_name: str, status: str, duration_ms: int, error: 
         log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
 
 
-def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDefinition,
+def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, schedule: ScheduleDefinition,
                 scheduled_for: datetime, trigger: str, started: datetime, stopping: threading.Event,
                 label: str) -> Outcome:
     """Run an occurrence whose claim this process holds, then release the claim with its result."""
     presence.hold(schedule.id)
     outcome = Outcome()
     try:
-        outcome = run_occurrence(db, app, schedule, scheduled_for, trigger, presence.id, stopping, label)
+        outcome = run_occurrence(db, app, pool, schedule, scheduled_for, trigger, presence.id, stopping, label)
     finally:
         presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
         released = retry_until_stored("releasing the schedule", lambda: db.execute(
@@ -316,6 +314,29 @@ def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDe
         if not released:
             log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)
     return outcome
+
+
+def run_now(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, worker_type: str,
+            heartbeat_interval_s: float, stopping: threading.Event, label: str,
+            in_claim: Callable[[datetime], None] = lambda now: None) -> Outcome | None:
+    """"Run now": claim the schedule without moving nextRunAt, run its jobs supervised (trigger MANUAL), release.
+
+    `in_claim(now)` runs inside the claim's transaction (the admin's audit entry). None, and nothing
+    run, when someone holds the schedule. Disabled schedules run too.
+    """
+    presence = Presence(db, worker_type, heartbeat_interval_s)
+    now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
+    with db.transaction():
+        if db.execute("claim_schedule_now", id=schedule.id, owner=presence.id, now=now) != 1:
+            return None
+        in_claim(now)
+    # Registered after the claim commits: a failed claim leaves no heartbeat thread behind. Until
+    # then the lock names an instance with no row; if this process dies there, the lease expires.
+    presence.register(now)
+    try:
+        return run_claimed(db, app, pool, presence, schedule, now, "MANUAL", now, stopping, label)
+    finally:
+        presence.stop(utcnow())
 
 
 def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: str, worker_id: str,

@@ -1,13 +1,16 @@
-"""The schedule daemon: finds due schedules, claims each occurrence, runs its jobs inline, records it.
+"""The schedule daemon: finds due schedules, claims each occurrence, runs its jobs in supervised children, records it.
 
     python schedule_daemon.py            run until SIGTERM/SIGINT
     python schedule_daemon.py --once     sync, run what is due now, exit
+    python schedule_daemon.py --run ID   run schedule ID once now (as "Run now"), print its runs, exit 0 if all completed
     python schedule_daemon.py --check    validate definitions and jobs, print the next runs, exit 0 or 1
 
 Any number of daemons may share one database: the claim (queries.sql: claim_occurrence) is a
 conditional UPDATE on the nextRunAt value that was read, so each occurrence runs exactly once. The
 loop sleeps until the earliest enabled nextRunAt or SCHEDULE_POLL_INTERVAL_MS, whichever is sooner;
-a heartbeat thread keeps the WorkerInstance row and the lease on the running schedule fresh.
+a heartbeat thread keeps the WorkerInstance row and the leases on the running schedules fresh.
+Up to SCHEDULE_CONCURRENCY occurrences run at once, each on a thread of its own that supervises
+its jobs' child processes (supervisor.py); the loop wakes when one of them ends.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import cron
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
 from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
-from runner import (Presence, recover, retry_until_stored, run_claimed, run_loop, skipped_record, sync_definitions,
-                    until_database_answers, utcnow)
+from runner import (JobPool, Presence, recover, retry_until_stored, run_claimed, run_loop, run_now, skipped_record,
+                    sync_definitions, until_database_answers, utcnow)
 from health import check_health
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
+from supervisor import ChildPool
 
 log = logging.getLogger("daemon")
 
@@ -44,10 +48,14 @@ def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) ->
 
 
 class ScheduleDaemon:
-    def __init__(self, db: Database, app: App, settings: Settings):
+    def __init__(self, db: Database, app: App, settings: Settings, pool: JobPool | None = None):
         self.db = db
         self.app = app
         self.settings = settings
+        self.pool = pool or ChildPool(db, settings, settings.schedules_module, "daemon")
+        self.slots = threading.BoundedSemaphore(settings.schedule_concurrency)  # occurrences running at once
+        self.runs: set[threading.Thread] = set()
+        self.wake = threading.Event()  # an occurrence ended (its lock is free) or a stop was asked for
         self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
@@ -89,19 +97,24 @@ class ScheduleDaemon:
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
+        self.wait_for_runs()
+        self.pool.close()
         self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         """Signal handler: finish the job in hand, release, mark STOPPED, exit."""
-        log.info("[daemon] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        log.info("[daemon] %s received: no new occurrences; running jobs get SHUTDOWN_GRACE_S (%ds) to finish",
+                 signal.Signals(signum).name, self.settings.shutdown_grace_s)
         self.stopping.set()
+        self.wake.set()
+        self.pool.end_runs_after_grace()
 
     # -- the loop ------------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        run_loop(self.run_pass, self.pause, self.stopping, "daemon", self.db.now)
+        run_loop(self.run_pass, self.pause, self.stopping, "daemon", self.db.now, self.wake)
 
     def pause(self) -> float:
         sleep = self.seconds_until_next_pass(self.db.now())
@@ -114,6 +127,12 @@ class ScheduleDaemon:
         """--once: run what is due now, then return."""
         while self.run_pass(self.db.now()) and not self.stopping.is_set():
             pass
+        self.wait_for_runs()
+
+    def wait_for_runs(self) -> None:
+        """Until every occurrence this daemon started has ended (and released its schedule)."""
+        for thread in list(self.runs):
+            thread.join()
 
     def run_pass(self, now: datetime) -> bool:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
@@ -127,6 +146,7 @@ class ScheduleDaemon:
         if (housekeeping or self.stalled) and self.db.normalise_typed_times():
             log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         self.follow_enablement(now)
+        self.skip_overlaps(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
         self.stalled = False
         if not due:
@@ -153,7 +173,7 @@ class ScheduleDaemon:
         for schedule, due_at in to_run:
             if self.stopping.is_set():
                 break
-            elapsed = timedelta(seconds=time.monotonic() - started)  # earlier schedules' jobs took time
+            elapsed = timedelta(seconds=time.monotonic() - started)  # waiting for a slot took time
             moved += self.process_due(schedule, due_at, now + elapsed, lifetimes)
         # A pass that moved nothing (others claimed it all, or a row no claim matches) is not work:
         # counting it would run the next pass at once, and the next, at 100% CPU.
@@ -184,6 +204,25 @@ class ScheduleDaemon:
                         "(missed-run policy SKIP; recorded in their history): %s", len(skipped), names)
         return len(skipped)
 
+    def skip_overlaps(self, now: datetime) -> None:
+        """Overlap policy SKIP: an occurrence due while its schedule still runs is recorded SKIPPED, not run.
+
+        Under BUFFER_ONE it waits: the first pass after the release runs it once (coalesced if several).
+        """
+        for row in self.db.fetch_all("due_while_locked", now=now):
+            schedule = self.app.schedules.get(row["id"])
+            if schedule is None or schedule.overlap_policy != "SKIP":
+                continue
+            latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
+            with self.db.transaction():
+                if self.db.execute("skip_while_locked", id=schedule.id, due=row["nextRunAt"],
+                                   next_run_at=schedule.next_after(now), now=now) == 1:
+                    self.db.execute("insert_skip_record", **skipped_record(
+                        schedule.id, row["nextRunAt"], latest, "previous run still running (overlap policy SKIP)",
+                        self.presence.id, now))
+                    log.warning("[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
+                                schedule.id, latest.isoformat())
+
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
         for row in self.db.fetch_all("disabled_with_next_run"):
@@ -195,44 +234,78 @@ class ScheduleDaemon:
 
     def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
                     lifetimes: list[dict[str, Any]]) -> bool:
-        """Claim the latest due occurrence and run it once (inline) or queue it (queue mode); False if not ours.
+        """Claim the latest due occurrence and start its run (inline) or queue it (queue mode); False if not ours.
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
         replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
         """
-        latest = max(due, schedule.latest_at_or_before(now))
-        next_run_at = schedule.next_after(now)
-        missed = self.missed(schedule, due, now, lifetimes)
-        queue = self.settings.execution_mode == "queue"
-        batch_id = None
+        if not self.take_slot():
+            return False
+        handed_over = False  # the slot taken for this claim goes to the thread that runs it, or back
         try:
-            with self.db.transaction():
-                if queue:
-                    claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                              now=now)
-                else:
-                    claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                              owner=self.presence.id, now=now)
-                if claimed != 1:
-                    return False  # claimed, skipped or disabled by someone else since we read it
-                if latest > due:
-                    reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
-                    self.db.execute("insert_skip_record", **skipped_record(
-                        schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
-                        self.presence.id, now))
-                if queue:
-                    batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
-        except DatabaseUnavailable as exc:
-            if not self.claim_landed(schedule, batch_id):
-                raise
-            log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
-                        schedule.id, exc)
-        if queue:
-            log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
-                     schedule.name, schedule.id, latest.isoformat())
-        else:
-            run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
+            latest = max(due, schedule.latest_at_or_before(now))
+            next_run_at = schedule.next_after(now)
+            missed = self.missed(schedule, due, now, lifetimes)
+            queue = self.settings.execution_mode == "queue"
+            batch_id = None
+            try:
+                with self.db.transaction():
+                    if queue:
+                        claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                                                  now=now)
+                    else:
+                        claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                                                  owner=self.presence.id, now=now)
+                    if claimed != 1:
+                        return False  # claimed, skipped or disabled by someone else since we read it
+                    if latest > due:
+                        reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
+                        self.db.execute("insert_skip_record", **skipped_record(
+                            schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
+                            self.presence.id, now))
+                    if queue:
+                        batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
+            except DatabaseUnavailable as exc:
+                if not self.claim_landed(schedule, batch_id):
+                    raise
+                log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
+                            schedule.id, exc)
+            if queue:
+                log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
+                         schedule.name, schedule.id, latest.isoformat())
+            else:
+                self.presence.hold(schedule.id)  # renewed from now on, before the thread that runs it starts
+                thread = threading.Thread(target=self.run_in_slot, args=(schedule, latest, now), name=f"run-{schedule.id}")
+                self.runs.add(thread)
+                thread.start()
+                handed_over = True
+            return True
+        finally:
+            if not handed_over:
+                self.slots.release()
+
+    def take_slot(self) -> bool:
+        """Wait for one of SCHEDULE_CONCURRENCY slots; False at shutdown. Each claim takes one first."""
+        while not self.slots.acquire(timeout=self.heartbeat_interval.total_seconds()):
+            if self.stopping.is_set():
+                return False
+        if self.stopping.is_set():
+            self.slots.release()
+            return False
         return True
+
+    def run_in_slot(self, schedule: ScheduleDefinition, occurrence: datetime, claimed_at: datetime) -> None:
+        """The thread of one claimed occurrence: run it under the claim, release it, free the slot, wake the loop."""
+        try:
+            run_claimed(self.db, self.app, self.pool, self.presence, schedule, occurrence, "CRON", claimed_at,
+                        self.stopping, "daemon")
+        except Exception:  # run_claimed records and releases whatever happens; this is for a bug in it
+            log.exception("[daemon] the run of %s ended with an unexpected error", schedule.id)
+        finally:
+            self.db.close()  # this thread's connection
+            self.runs.discard(threading.current_thread())
+            self.slots.release()
+            self.wake.set()
 
     def claim_landed(self, schedule: ScheduleDefinition, batch_id: str | None) -> bool:
         """After a connection lost mid-claim: did the COMMIT land? Read back the batch, or the schedule's lockedBy."""
@@ -250,6 +323,11 @@ class ScheduleDaemon:
         row = self.db.fetch_one("next_wakeup")
         if row is not None:
             wake = min(wake, row["nextRunAt"])
+        # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
+        # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
+        held = self.db.fetch_one("next_due_while_locked")
+        if held is not None and held["nextRunAt"] is not None:
+            wake = min(wake, max(held["nextRunAt"], now + self.heartbeat_interval))
         return max(0.0, (wake - now).total_seconds())
 
 
@@ -293,14 +371,54 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
                     "set EXECUTION_MODE=queue on the daemons for this worker to have work", settings.execution_mode)
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("[worker] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        log.info("[worker] %s received: the job in hand gets SHUTDOWN_GRACE_S (%ds), then stopping",
+                 signal.Signals(signum).name, settings.shutdown_grace_s)
         worker.stopping.set()
+        worker.pool.end_runs_after_grace()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     until_database_answers("start-up", lambda: (db.migrate(), worker.start()), worker.stopping, "worker")
     worker.run_forever()
     return 0
+
+
+def run_schedule_now(db: Database, app: App, settings: Settings, schedule_id: str) -> int:
+    """--run ID: "Run now" without a server (the same claim, supervised, trigger MANUAL); exit 0 if all completed."""
+    schedule = app.schedules.get(schedule_id)
+    if schedule is None:
+        print(f"error: no schedule {schedule_id!r} in {settings.schedules_module} for APP_ENV={app.environment} "
+              f"(schedules: {', '.join(app.schedules) or 'none'})", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    pool = ChildPool(db, settings, settings.schedules_module, "run")
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("[run] %s received: the rest of the run is skipped; its job gets SHUTDOWN_GRACE_S (%ds)",
+                 signal.Signals(signum).name, settings.shutdown_grace_s)
+        stopping.set()
+        pool.end_runs_after_grace()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        db.migrate()
+        sync_definitions(db, app, db.now())
+        outcome = run_now(db, app, pool, schedule, "manual_run", settings.heartbeat_interval_ms / 1000, stopping, "run")
+    finally:
+        pool.close()
+    if outcome is None:
+        holder = db.fetch_one("get_schedule", id=schedule_id) or {}
+        print(f"error: schedule {schedule_id!r} is running now (held by {holder.get('lockedBy')}); try again when it ends",
+              file=sys.stderr)
+        return 1
+    for run in outcome.runs:
+        row = db.fetch_one("get_run", id=run["id"]) or {}
+        print(f"run {run['id']} {run['jobName']}: {run['status']} in {row.get('durationMs') or 0} ms"
+              + (f": {(run['error'] or '').strip().splitlines()[-1]}" if run["error"] else ""))
+        for line in db.fetch_all("list_logs", run_id=run["id"]):
+            print(f"    {line['createdAt'].isoformat()} {line['level']} {line['message']}")
+    return 0 if outcome.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="validate definitions, print next runs, exit")
     mode.add_argument("--worker", action="store_true", help="run a job worker (EXECUTION_MODE=queue) instead")
     mode.add_argument("--health", action="store_true", help="check the system's health: exit 0 healthy, 1 not")
+    mode.add_argument("--run", metavar="SCHEDULE_ID", help="run one schedule now (as \"Run now\"), print its runs, "
+                                                           "exit 0 if all completed, 1 otherwise")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -322,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_health(settings.database(), settings)
         if args.worker:
             return run_worker(settings.database(), app, settings)
+        if args.run is not None:
+            return run_schedule_now(settings.database(), app, settings, args.run)
         if not settings.daemon_enabled:
             log.info("[daemon] SCHEDULE_DAEMON_ENABLED=false: this process runs no schedules; exiting")
             return 0

@@ -19,6 +19,7 @@ from jobs import Job, JobRegistry
 
 EXECUTION_MODES = ("ALL_JOBS", "GROUP")
 MISSED_RUN_POLICIES = ("SKIP", "RUN_ONCE")
+OVERLAP_POLICIES = ("BUFFER_ONE", "SKIP")
 ENVIRONMENTS = ("development", "test", "staging", "production")
 
 
@@ -33,6 +34,7 @@ class ScheduleDefinition:
     job_group: str | None = None             # required for GROUP
     environments: tuple[str, ...] | None = None  # None: every environment
     missed_run_policy: str = "SKIP"          # 'SKIP' | 'RUN_ONCE'
+    overlap_policy: str = "BUFFER_ONE"       # due while still running: 'BUFFER_ONE' runs it after, 'SKIP' records it skipped
 
     def next_after(self, after: datetime) -> datetime:
         return cron.next_after(self.cron, self.timezone, after)
@@ -82,6 +84,8 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
         for env in s.environments or ():
             if env not in ENVIRONMENTS:
                 problems.append(f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})")
+        if s.overlap_policy not in OVERLAP_POLICIES:
+            problems.append(f"{where}: field 'overlap_policy': {s.overlap_policy!r} is not one of {', '.join(OVERLAP_POLICIES)}")
         if s.missed_run_policy not in MISSED_RUN_POLICIES:
             problems.append(f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}")
     return problems

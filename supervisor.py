@@ -134,7 +134,13 @@ class ChildPool:
             self._release(child)
         else:
             self._discard(child)
-        return JobResult(status, error or None, utcnow(), int((time.monotonic() - started) * 1000))
+        return JobResult(status, error or None, int((time.monotonic() - started) * 1000))
+
+    def end_runs_after_grace(self) -> None:
+        """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
+        timer = threading.Timer(self.settings.shutdown_grace_s, self.hard_stop.set)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         """End every child (idle ones at once; a busy one when its run ends, or now if this process exits)."""
@@ -272,6 +278,12 @@ class LogSink:
     def flush_if_due(self) -> None:
         if self.pending and time.monotonic() - self.first_pending >= FLUSH_EVERY_S:
             self.flush()
+
+    def end_runs_after_grace(self) -> None:
+        """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
+        timer = threading.Timer(self.settings.shutdown_grace_s, self.hard_stop.set)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         if self.dropped:

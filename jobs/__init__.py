@@ -52,15 +52,10 @@ class JobContext:
     trigger: str
     attempt: int
     db: Any = field(repr=False)
-    emit: Callable[[str, str], None] | None = field(default=None, repr=False)
+    emit: Callable[[str, str], None] = field(repr=False)
 
     def log(self, message: str, level: str = "INFO") -> None:
-        if self.emit is not None:
-            self.emit(level, str(message))
-            return
-        self.db.insert("insert_log", run_id=self.run_id, created_at=datetime.now(self.scheduled_for.tzinfo),
-                       level=level, message=str(message))
-        log.info("[job] %s (run %s): %s", self.job_name, self.run_id, message)
+        self.emit(level, str(message))
 
 
 class JobRegistry:
