@@ -112,17 +112,33 @@ def own_db(ctx):
     ctx.log(f"my run is {ctx.db.fetch_one('get_run', id=ctx.run_id)['status']} ({ctx.trigger}, attempt {ctx.attempt})")
 
 
+def mark(ctx, what):
+    with open(os.environ["TEST_MARKER_FILE"], "a") as marker:
+        marker.write(f"{ctx.schedule_id} {ctx.scheduled_for.isoformat()} {os.getpid()} {what} {time.time()}\n")
+
+
 @job(group="steer", name="steer.run")
 def steer(ctx):
-    with open(os.environ["TEST_MARKER_FILE"], "a") as marker:
-        marker.write(f"{ctx.schedule_id} {ctx.scheduled_for.isoformat()} {os.getpid()} start\n")
+    """TEST_STEER: sleep (TEST_JOB_SECONDS, the default), segfault or raise."""
+    mark(ctx, "start")
     print(f"steer {ctx.schedule_id} printing")
+    behaviour = os.environ.get("TEST_STEER", "sleep")
+    if behaviour == "segfault":
+        ctypes.string_at(0)
+    if behaviour == "raise":
+        raise RuntimeError("steer was told to fail")
     time.sleep(float(os.environ.get("TEST_JOB_SECONDS", "0")))
-    with open(os.environ["TEST_MARKER_FILE"], "a") as marker:
-        marker.write(f"{ctx.schedule_id} {ctx.scheduled_for.isoformat()} {os.getpid()} done\n")
+    mark(ctx, "done")
+
+
+@job(group="beat", name="beat.run")
+def beat(ctx):
+    mark(ctx, "start")
 
 
 schedules = [
     ScheduleDefinition("steer", "Steer", "Steered by TEST_* variables", os.environ.get("TEST_CRON", "* * * * * *"),
-                       execution_mode="GROUP", job_group="steer"),
+                       execution_mode="GROUP", job_group="steer",
+                       overlap_policy=os.environ.get("TEST_OVERLAP", "BUFFER_ONE")),
+    ScheduleDefinition("beat", "Beat", "Every second, quick", "* * * * * *", execution_mode="GROUP", job_group="beat"),
 ]
