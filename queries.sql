@@ -223,6 +223,11 @@ SELECT createdAt, level, message FROM JobLog WHERE runId = :run_id ORDER BY id;
 DELETE FROM JobLog WHERE runId IN (
   SELECT id FROM JobRun WHERE createdAt < :before AND status NOT IN ('QUEUED', 'RUNNING'));
 
+-- name: prune_log_lines
+-- Maintenance: one batch of log lines older than JOB_LOG_RETENTION_DAYS (the derived table lets MySQL take LIMIT).
+DELETE FROM JobLog WHERE id IN (
+  SELECT id FROM (SELECT id FROM JobLog WHERE createdAt < :before ORDER BY id LIMIT :limit) AS batch);
+
 -- name: prune_runs
 -- Maintenance: finished runs older than the retention period.
 DELETE FROM JobRun WHERE createdAt < :before AND status NOT IN ('QUEUED', 'RUNNING');

@@ -101,3 +101,7 @@ CREATE TABLE JobBatch (
   createdAt       DATETIME(3)  NOT NULL,
   completedAt     DATETIME(3)  NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- migration: 5
+-- Supervised execution captures everything a job prints; JOB_LOG_RETENTION_DAYS prunes old lines by age, in batches.
+CREATE INDEX JobLog_createdAt ON JobLog (createdAt);
