@@ -51,7 +51,6 @@ log = logging.getLogger("supervisor")
 START_METHOD = "forkserver"
 FLUSH_EVERY_S = 1.0     # stored log lines lag their job by at most this much
 FLUSH_LINES = 500       # ... or by this many lines
-MAX_LINE_CHARS = 16_000  # one JobLog.message (TEXT: 64 KiB on MySQL, 4 bytes a character at worst)
 IDLE_MARGIN_S = 5.0     # a child outlives its idle time by this much, so the pool ends it first (no race)
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -259,8 +258,7 @@ class LogSink:
         self.first_pending = 0.0
 
     def add(self, line: LogLine) -> None:
-        message = line.message if len(line.message) <= MAX_LINE_CHARS else (
-            line.message[:MAX_LINE_CHARS] + f" [line cut at {MAX_LINE_CHARS} characters]")
+        message = line.message  # a line longer than its column is cut by db.py, with a marker
         size = len(message.encode("utf-8", "replace"))
         if self.dropped or self.kept + size > self.max_bytes:
             self.dropped += size
