@@ -29,6 +29,7 @@ import io
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -88,6 +89,8 @@ class ChildPool:
         self._lock = threading.Lock()
         self._idle: list[Child] = []
         self._all: set[Child] = set()
+        self._trim_timer: threading.Timer | None = None
+        self._starting = threading.Lock()  # held while a child is forked, so trim() cannot stop the fork server then
         # Children watch this pipe's read end: when the supervisor dies, it hits EOF and they exit.
         self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
         # Idle children end when the supervisor exits, even without close(), so exit never waits on them.
@@ -180,7 +183,8 @@ class ChildPool:
             args=(child_conn, self._alive_r, self.app_module, self.settings.database_url,
                   self.settings.job_child_idle_s + IDLE_MARGIN_S, logging.getLogger().level),
         )
-        process.start()
+        with self._starting:
+            process.start()
         child_conn.close()  # only the child's copy stays open, so its death reads as EOF here
         child = Child(process, parent_conn)
         with self._lock:
@@ -195,9 +199,34 @@ class ChildPool:
                      child.process.pid, child.runs)
             self._discard(child)
             return
+        self._park(child)
+
+    def _park(self, child: Child) -> None:
+        """Put a child with the idle ones; when none is busy, trim() later ends what stayed idle."""
         child.idle_since = time.monotonic()
         with self._lock:
             self._idle.append(child)
+            if len(self._idle) == len(self._all):  # nothing running: end what stays idle, then the fork server
+                if self._trim_timer is not None:
+                    self._trim_timer.cancel()
+                self._trim_timer = threading.Timer(self.settings.job_child_idle_s + 1, self.trim)
+                self._trim_timer.daemon = True
+                self._trim_timer.start()
+
+    def trim(self) -> None:
+        """End children idle for JOB_CHILD_IDLE_S; with none left, stop the fork server too (an idle
+        daemon then holds no process it does not need; the next job starts it again)."""
+        with self._lock:
+            now = time.monotonic()
+            for child in [c for c in self._idle if now - c.idle_since >= self.settings.job_child_idle_s]:
+                self._idle.remove(child)
+                self._forget(child)
+            empty = not self._all
+            if empty:
+                with self._starting:  # not while a child is being started through it
+                    multiprocessing.forkserver._forkserver._stop()  # no public API; CPython's own tests use this
+        if empty:
+            log.debug("[%s] no job children left: fork server stopped", self.label)
 
     def _discard(self, child: Child) -> None:
         with self._lock:

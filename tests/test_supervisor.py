@@ -6,6 +6,7 @@ Jobs come from tests/supervised_app.py, imported by the children themselves (SCH
 from __future__ import annotations
 
 import logging
+import multiprocessing.forkserver
 import os
 import threading
 import time
@@ -152,8 +153,10 @@ def test_an_idle_child_is_not_reused_and_ends_by_itself(make_pool, db):
     time.sleep(1.2)  # past JOB_CHILD_IDLE_S: this is the condition under test, not a synchronisation
     second = child_pid(pool, db)
     assert second != first
-    wait_for(lambda: not alive(second), 20, "the idle child to end by itself (idle time + 5 s margin)")
+    wait_for(lambda: not alive(second), 20, "the idle child to end (trimmed, or by itself at idle time + 5 s)")
     assert pool.pids() == []
+    wait_for(lambda: multiprocessing.forkserver._forkserver._forkserver_pid is None, 10, "the fork server to stop")
+    assert child_pid(pool, db) != second  # and the next job starts it again
 
 
 def test_output_past_job_log_max_bytes_is_dropped_with_one_last_line_saying_how_much(make_pool, db):
