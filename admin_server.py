@@ -40,9 +40,11 @@ import cron
 from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
-from runner import run_now, sync_definitions, utcnow
+from occurrence import enqueue_occurrence, run_now
+from records import RunStatus
+from runner import sync_definitions, utcnow
 from health import check_health
-from queue_mode import JobWorker, enqueue_occurrence
+from queue_mode import JobWorker
 from supervisor import ChildPool
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
@@ -341,11 +343,11 @@ class AdminAPI:
                             f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
         return 200, {
             "message": "Schedule triggered",
-            "jobsExecuted": outcome.count("COMPLETED") + outcome.count("FAILED"),
-            "succeeded": outcome.count("COMPLETED"),
-            "failed": outcome.count("FAILED"),
-            "skipped": outcome.count("SKIPPED"),
-            "runs": [self.run_json(self.db.fetch_one("get_run", id=r["id"])) for r in outcome.runs],
+            "jobsExecuted": outcome.count(RunStatus.COMPLETED) + outcome.count(RunStatus.FAILED),
+            "succeeded": outcome.count(RunStatus.COMPLETED),
+            "failed": outcome.count(RunStatus.FAILED),
+            "skipped": outcome.count(RunStatus.SKIPPED),
+            "runs": [self.run_json(self.db.fetch_one("get_run", id=r.id)) for r in outcome.runs],
         }
 
     def enqueue_now(self, request: Request, definition: ScheduleDefinition, note: str | None) -> tuple[int, Any]:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from db import Database
 from errors import Conflict, ConfigError
 from records import JobCall
-from runner import RETRYABLE, JobPool, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
-from scheduling import App, ScheduleDefinition
+from records import JobPool
+from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
+from scheduling import App
 from settings import Settings
 from supervisor import ChildPool
 
@@ -47,21 +47,6 @@ def require_skip_locked(db: Database) -> None:
     """Refuse queue mode on a MySQL server without SKIP LOCKED. SQLite serialises writers instead."""
     if db.kind == "mysql" and (problem := skip_locked_problem(db.fetch_one("server_version")["version"])):
         raise ConfigError(problem)
-
-
-def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime,
-                       trigger: str, now: datetime) -> str:
-    """Insert the occurrence's jobs as QUEUED runs (inside the caller's transaction); returns the batch id."""
-    jobs = app.jobs_for(schedule)
-    batch_id = str(uuid.uuid4())
-    db.execute("insert_batch", id=batch_id, schedule_id=schedule.id, scheduled_for=scheduled_for, trigger=trigger,
-               jobs=len(jobs), now=now)
-    db.execute_many("insert_queued_run", [
-        {"job_name": job.name, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-         "batch_id": batch_id, "attempt": 1, "now": now, "available_at": now, "blocked_by": len(job.depends_on)}
-        for job in jobs
-    ])
-    return batch_id
 
 
 def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: str | None, completed: datetime,

@@ -8,6 +8,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+from jobs import Job
 
 
 class RunStatus(str, enum.Enum):
@@ -46,3 +49,21 @@ class LogLine:
     created_at: datetime
     level: str
     message: str
+
+
+class JobPool(Protocol):
+    """What runs a job's code for the run path: supervisor.ChildPool (tests of the steps use an in-process one)."""
+
+    def run(self, job: Job, call: JobCall) -> JobResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One job's run in an occurrence, as the occurrence's outcome reports it."""
+
+    id: int
+    job_name: str
+    status: RunStatus
+    error: str | None

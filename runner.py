@@ -1,11 +1,9 @@
-"""The engine the daemon and the admin server share: sync, presence, running an occurrence, recovery.
+"""What every process shares: sync, presence, surviving database faults, recovery. (An occurrence: occurrence.py.)
 
 - sync_definitions(): copy code definitions into JobSchedule (new ones disabled).
 - Presence: a WorkerInstance row kept alive by a heartbeat thread, which also renews the leases of
   the schedules this process holds, so a long job keeps its lock and a dead process loses it.
-- run_occurrence(): run a schedule's jobs inline, in dependency order, one JobRun row each.
-- run_claimed(): run_occurrence() under a claim already taken, then release it whatever happens.
-- run_now(): "Run now" (the admin server, schedule_daemon.py --run): claim without moving nextRunAt, run_claimed().
+- retry_until_stored(), run_loop(), until_database_answers(): how the loops survive database faults.
 - recover(): free what dead processes left behind (their RUNNING runs, their expired locks).
 """
 
@@ -17,27 +15,17 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from db import Database, utc_ms
+from db import Database
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
-from jobs import Job
-from records import JobCall, JobResult
-from scheduling import App, ScheduleDefinition
+from scheduling import App
 
 log = logging.getLogger("runner")
 
 
-class JobPool(Protocol):
-    """What runs a job's code for the run path: supervisor.ChildPool (tests of the steps use an in-process one)."""
-
-    def run(self, job: Job, call: JobCall) -> JobResult: ...
-
-    def close(self) -> None: ...
-
-WHOLE_OCCURRENCE = "*"  # JobRun.jobName of a record about a whole occurrence (e.g. skipped)
 RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
 CLOCK_SKEW_WARNING = timedelta(seconds=1)
 
@@ -214,139 +202,11 @@ def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading
             backoff = min(backoff * 2, 60.0)
 
 
-@dataclass
-class Outcome:
-    """What one occurrence did: one entry per job in `runs`."""
-
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.runs if r["status"] == status)
-
-    @property
-    def ok(self) -> bool:
-        """An occurrence fails when any of its jobs failed or was skipped (including at shutdown)."""
-        return all(r["status"] == "COMPLETED" for r in self.runs)
-
-
-def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, scheduled_for: datetime,
-                   trigger: str, worker_id: str, stopping: threading.Event, label: str = "daemon") -> Outcome:
-    """Run the schedule's jobs now, in order, each in a supervised child. Never holds a transaction while a job runs."""
-    jobs = app.jobs_for(schedule)
-    batch_id = str(uuid.uuid4())
-    outcome = Outcome()
-    not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
-    log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
-             schedule.id, trigger, scheduled_for.isoformat())
-
-    def record(**fields: Any) -> int:
-        row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-               "batch_id": batch_id, "attempt": 1, "worker_id": worker_id, "queued_at": None, "started_at": None,
-               "completed_at": None, "duration_ms": None, "error": None, "now": db.now(), **fields}
-        return retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
-
-    for job in jobs:
-        blocked = [dep for dep in job.depends_on if dep in not_completed]
-        if blocked or stopping.is_set():
-            reason = ("not started: the daemon is shutting down" if not blocked else
-                      "not started: dependency " + ", ".join(f"{d} {not_completed[d]}" for d in blocked))
-            run_id = record(job_name=job.name, status="SKIPPED", error=reason)
-            not_completed[job.name] = "SKIPPED"
-            outcome.runs.append({"id": run_id, "jobName": job.name, "status": "SKIPPED", "error": reason})
-            log.warning("[%s] - %s skipped: %s", label, job.name, reason)
-            continue
-        run_id = record(job_name=job.name, status="RUNNING", started_at=db.now())
-        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
-        result = pool.run(job, JobCall(run_id, job.name, schedule.id, scheduled_for, trigger, 1))
-        status, error, completed, duration_ms = result.status.value, result.error, db.now(), result.duration_ms
-        stored = retry_until_stored("recording a job's result", lambda: db.execute(
-            "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms, error=error,
-        ), stopping, on_rejected=lambda exc: db.execute(
-            "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms,
-            error=f"the job's error text was refused by the database ({exc}); see this process's log"))
-        if not stored:
-            log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
-                      "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id, status)
-        log_result(label, job.name, status, duration_ms, error)
-        if status != "COMPLETED":
-            not_completed[job.name] = "FAILED"
-        outcome.runs.append({"id": run_id, "jobName": job.name, "status": status, "error": error})
-    log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
-             outcome.count("COMPLETED"), outcome.count("FAILED"), outcome.count("SKIPPED"))
-    return outcome
-
-
-def insert_run_once(db: Database, row: dict[str, Any]) -> int:
-    """insert_run, safe to retry: after a connection lost at COMMIT the row may be there already."""
-    try:
-        return db.insert("insert_run", **row)
-    except DatabaseBusy:
-        raise
-    except Conflict:
-        found = db.fetch_one("find_run", schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-                             job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
-        if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
-            raise  # not this attempt's row: the unique key refused a second run of the occurrence
-        return found["id"]
-
-
 def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
     if status == "COMPLETED":
         log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
     else:
         log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
-
-
-def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, schedule: ScheduleDefinition,
-                scheduled_for: datetime, trigger: str, started: datetime, stopping: threading.Event,
-                label: str) -> Outcome:
-    """Run an occurrence whose claim this process holds, then release the claim with its result."""
-    presence.hold(schedule.id)
-    outcome = Outcome()
-    try:
-        outcome = run_occurrence(db, app, pool, schedule, scheduled_for, trigger, presence.id, stopping, label)
-    finally:
-        presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
-        released = retry_until_stored("releasing the schedule", lambda: db.execute(
-            "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=db.now(),
-            succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok else 1,
-        ), stopping)
-        if not released:
-            log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)
-    return outcome
-
-
-def run_now(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, worker_type: str,
-            heartbeat_interval_s: float, stopping: threading.Event, label: str,
-            in_claim: Callable[[datetime], None] = lambda now: None) -> Outcome | None:
-    """"Run now": claim the schedule without moving nextRunAt, run its jobs supervised (trigger MANUAL), release.
-
-    `in_claim(now)` runs inside the claim's transaction (the admin's audit entry). None, and nothing
-    run, when someone holds the schedule. Disabled schedules run too.
-    """
-    presence = Presence(db, worker_type, heartbeat_interval_s)
-    now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
-    with db.transaction():
-        if db.execute("claim_schedule_now", id=schedule.id, owner=presence.id, now=now) != 1:
-            return None
-        in_claim(now)
-    # Registered after the claim commits: a failed claim leaves no heartbeat thread behind. Until
-    # then the lock names an instance with no row; if this process dies there, the lease expires.
-    presence.register(now)
-    try:
-        return run_claimed(db, app, pool, presence, schedule, now, "MANUAL", now, stopping, label)
-    finally:
-        presence.stop(utcnow())
-
-
-def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: str, worker_id: str,
-                   now: datetime) -> dict[str, Any]:
-    """The JobRun row that tells the history an occurrence (or a range of them) did not run."""
-    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
-    return {"job_name": WHOLE_OCCURRENCE, "trigger": "CRON", "schedule_id": schedule_id, "scheduled_for": first,
-            "batch_id": None, "attempt": 1, "status": "SKIPPED", "worker_id": worker_id, "queued_at": None,
-            "started_at": None, "completed_at": now, "duration_ms": None, "error": f"skipped {span}: {reason}",
-            "now": now}
 
 
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:

@@ -27,9 +27,10 @@ from typing import Any
 import cron
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
-from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
-from runner import (JobPool, Presence, recover, retry_until_stored, run_claimed, run_loop, run_now, skipped_record,
-                    sync_definitions, until_database_answers, utcnow)
+from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
+from queue_mode import JobWorker, recover_queued_runs
+from records import JobPool
+from runner import Presence, recover, retry_until_stored, run_loop, sync_definitions, until_database_answers, utcnow
 from health import check_health
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
@@ -52,9 +53,6 @@ class ScheduleDaemon:
         self.db = db
         self.app = app
         self.settings = settings
-        self.pool = pool or ChildPool(db, settings, settings.schedules_module, "daemon")
-        self.slots = threading.BoundedSemaphore(settings.schedule_concurrency)  # occurrences running at once
-        self.runs: set[threading.Thread] = set()
         self.wake = threading.Event()  # an occurrence ended (its lock is free) or a stop was asked for
         self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
@@ -65,6 +63,10 @@ class ScheduleDaemon:
         self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self.stalled = False  # the last pass saw due schedules and moved none of them
+        # Inline or queue is decided here, once; the loop only talks to the executor.
+        self.executor: InlineExecutor | QueueExecutor = (
+            QueueExecutor(db, app) if settings.execution_mode == "queue"
+            else InlineExecutor(db, app, settings, self.presence, self.stopping, self.wake, pool))
 
     # -- start and stop ------------------------------------------------------------------------------
 
@@ -79,16 +81,14 @@ class ScheduleDaemon:
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
         for warning in schedule_warnings(list(self.app.schedules.values())):
             log.warning("[daemon] %s", warning)
-        log.info("[daemon] Execution mode: %s", "queue (jobs are queued for job workers)"
-                 if self.settings.execution_mode == "queue" else "inline (jobs run in this process)")
+        log.info("[daemon] Execution mode: %s", self.executor.description)
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
                  self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
                  self.lock_timeout.total_seconds())
 
     def _start_once(self) -> None:
         self.db.migrate()
-        if self.settings.execution_mode == "queue":
-            require_skip_locked(self.db)
+        self.executor.prepare()
         if not self.presence.registered:
             self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
@@ -97,8 +97,7 @@ class ScheduleDaemon:
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
-        self.wait_for_runs()
-        self.pool.close()
+        self.executor.close()
         self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
@@ -109,7 +108,7 @@ class ScheduleDaemon:
                  signal.Signals(signum).name, self.settings.shutdown_grace_s)
         self.stopping.set()
         self.wake.set()
-        self.pool.end_runs_after_grace()
+        self.executor.end_runs_after_grace()
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -127,12 +126,7 @@ class ScheduleDaemon:
         """--once: run what is due now, then return."""
         while self.run_pass(self.db.now()) and not self.stopping.is_set():
             pass
-        self.wait_for_runs()
-
-    def wait_for_runs(self) -> None:
-        """Until every occurrence this daemon started has ended (and released its schedule)."""
-        for thread in list(self.runs):
-            thread.join()
+        self.executor.wait()
 
     def run_pass(self, now: datetime) -> bool:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
@@ -234,88 +228,41 @@ class ScheduleDaemon:
 
     def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
                     lifetimes: list[dict[str, Any]]) -> bool:
-        """Claim the latest due occurrence and start its run (inline) or queue it (queue mode); False if not ours.
+        """Claim the latest due occurrence and hand it to the executor (run here, or queued); False if not ours.
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
         replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
         """
-        if not self.take_slot():
+        if not self.executor.reserve():
             return False
-        handed_over = False  # the slot taken for this claim goes to the thread that runs it, or back
+        started = False  # start() takes the reservation over; anything else gives it back
         try:
             latest = max(due, schedule.latest_at_or_before(now))
-            next_run_at = schedule.next_after(now)
             missed = self.missed(schedule, due, now, lifetimes)
-            queue = self.settings.execution_mode == "queue"
             batch_id = None
             try:
                 with self.db.transaction():
-                    if queue:
-                        claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                                  now=now)
-                    else:
-                        claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                                  owner=self.presence.id, now=now)
-                    if claimed != 1:
+                    if not self.executor.claim(schedule, due, schedule.next_after(now), now):
                         return False  # claimed, skipped or disabled by someone else since we read it
                     if latest > due:
-                        reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
+                        reason = ("coalesced into the catch-up run of " if missed
+                                  else "the daemon was late; coalesced into the run of ")
                         self.db.execute("insert_skip_record", **skipped_record(
                             schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
                             self.presence.id, now))
-                    if queue:
-                        batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
+                    batch_id = self.executor.within_claim(schedule, latest, now)
             except DatabaseUnavailable as exc:
-                if not self.claim_landed(schedule, batch_id):
+                if not retry_until_stored("reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id),
+                                          self.stopping):
                     raise
-                log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
-                            schedule.id, exc)
-            if queue:
-                log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
-                         schedule.name, schedule.id, latest.isoformat())
-            else:
-                self.presence.hold(schedule.id)  # renewed from now on, before the thread that runs it starts
-                thread = threading.Thread(target=self.run_in_slot, args=(schedule, latest, now), name=f"run-{schedule.id}")
-                self.runs.add(thread)
-                thread.start()
-                handed_over = True
+                log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going "
+                            "on; %s", schedule.id, exc)
+            self.executor.start(schedule, latest, now)
+            started = True
             return True
         finally:
-            if not handed_over:
-                self.slots.release()
-
-    def take_slot(self) -> bool:
-        """Wait for one of SCHEDULE_CONCURRENCY slots; False at shutdown. Each claim takes one first."""
-        while not self.slots.acquire(timeout=self.heartbeat_interval.total_seconds()):
-            if self.stopping.is_set():
-                return False
-        if self.stopping.is_set():
-            self.slots.release()
-            return False
-        return True
-
-    def run_in_slot(self, schedule: ScheduleDefinition, occurrence: datetime, claimed_at: datetime) -> None:
-        """The thread of one claimed occurrence: run it under the claim, release it, free the slot, wake the loop."""
-        try:
-            run_claimed(self.db, self.app, self.pool, self.presence, schedule, occurrence, "CRON", claimed_at,
-                        self.stopping, "daemon")
-        except Exception:  # run_claimed records and releases whatever happens; this is for a bug in it
-            log.exception("[daemon] the run of %s ended with an unexpected error", schedule.id)
-        finally:
-            self.db.close()  # this thread's connection
-            self.runs.discard(threading.current_thread())
-            self.slots.release()
-            self.wake.set()
-
-    def claim_landed(self, schedule: ScheduleDefinition, batch_id: str | None) -> bool:
-        """After a connection lost mid-claim: did the COMMIT land? Read back the batch, or the schedule's lockedBy."""
-        def read_back() -> bool:
-            if self.settings.execution_mode == "queue":
-                return batch_id is not None and self.db.fetch_one("get_batch", id=batch_id) is not None
-            row = self.db.fetch_one("get_schedule", id=schedule.id)
-            return row is not None and row["lockedBy"] == self.presence.id
-
-        return bool(retry_until_stored("reading back a claim", read_back, self.stopping))
+            if not started:
+                self.executor.unreserve()
 
     def seconds_until_next_pass(self, now: datetime) -> float:
         """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
@@ -413,10 +360,10 @@ def run_schedule_now(db: Database, app: App, settings: Settings, schedule_id: st
               file=sys.stderr)
         return 1
     for run in outcome.runs:
-        row = db.fetch_one("get_run", id=run["id"]) or {}
-        print(f"run {run['id']} {run['jobName']}: {run['status']} in {row.get('durationMs') or 0} ms"
-              + (f": {(run['error'] or '').strip().splitlines()[-1]}" if run["error"] else ""))
-        for line in db.fetch_all("list_logs", run_id=run["id"]):
+        row = db.fetch_one("get_run", id=run.id) or {}
+        print(f"run {run.id} {run.job_name}: {run.status.value} in {row.get('durationMs') or 0} ms"
+              + (f": {run.error.strip().splitlines()[-1]}" if run.error else ""))
+        for line in db.fetch_all("list_logs", run_id=run.id):
             print(f"    {line['createdAt'].isoformat()} {line['level']} {line['message']}")
     return 0 if outcome.ok else 1
 

@@ -51,7 +51,7 @@ def tick(daemon, now):
     """One pass of the daemon at `now`, after the heartbeat its thread would have sent."""
     daemon.presence.beat(now)
     did_work = daemon.run_pass(now)
-    daemon.wait_for_runs()  # occurrences run on threads of their own
+    daemon.executor.wait()  # occurrences run on threads of their own
     return did_work
 
 

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from health import check_health
 from tests.inprocess import InProcessPool
 from jobs import JobRegistry
-from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs
+from occurrence import enqueue_occurrence
+from queue_mode import JobWorker, recover_queued_runs
 from runner import sync_definitions
 from scheduling import App, ScheduleDefinition
 from settings import Settings
