@@ -24,7 +24,7 @@ from typing import Any
 from db import Database
 from errors import Conflict, ConfigError
 from records import JobCall
-from records import JobPool
+from records import JobPool, RunStatus
 from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App
 from settings import Settings
@@ -192,8 +192,9 @@ class JobWorker:
 
     def execute(self, run: dict[str, Any]) -> None:
         job = self.app.registry.jobs.get(run["jobName"])
+        error: str | None
         if job is None:
-            status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
+            status, error, completed, duration_ms = RunStatus.FAILED.value, f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
         else:
             result = self.pool.run(job, JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"],
                                                 run["attempt"]))

@@ -41,9 +41,14 @@ def _count(env: dict[str, str], name: str, default: int | None) -> int | None:
     return int(raw)
 
 
-def _positive(env: dict[str, str], name: str, default: int) -> int:
+def _whole(env: dict[str, str], name: str, default: int) -> int:
     value = _count(env, name, default)
-    if value is None or value < 1:
+    return default if value is None else value
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = _whole(env, name, default)
+    if value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
     return value
 
@@ -133,15 +138,15 @@ class Settings:
             health_max_queue_age_s=_count(env, "HEALTH_MAX_QUEUE_AGE_S", 3600),
             expected_daemons=_count(env, "EXPECTED_DAEMONS", None),
             expected_workers=_count(env, "EXPECTED_WORKERS", None),
-            job_timeout_s=_count(env, "JOB_TIMEOUT_S", 3600),
-            job_kill_grace_s=_count(env, "JOB_KILL_GRACE_S", 10),
+            job_timeout_s=_whole(env, "JOB_TIMEOUT_S", 3600),
+            job_kill_grace_s=_whole(env, "JOB_KILL_GRACE_S", 10),
             job_max_runs_per_child=_positive(env, "JOB_MAX_RUNS_PER_CHILD", 1000),
-            job_child_idle_s=_count(env, "JOB_CHILD_IDLE_S", 300),
-            job_log_max_bytes=_count(env, "JOB_LOG_MAX_BYTES", 1024 * 1024),
+            job_child_idle_s=_whole(env, "JOB_CHILD_IDLE_S", 300),
+            job_log_max_bytes=_whole(env, "JOB_LOG_MAX_BYTES", 1024 * 1024),
             job_log_retention_days=_positive(env, "JOB_LOG_RETENTION_DAYS", 7),
             schedule_concurrency=_positive(env, "SCHEDULE_CONCURRENCY", 4),
             job_worker_concurrency=_positive(env, "JOB_WORKER_CONCURRENCY", 1),
-            shutdown_grace_s=_count(env, "SHUTDOWN_GRACE_S", 25),
+            shutdown_grace_s=_whole(env, "SHUTDOWN_GRACE_S", 25),
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(

@@ -39,17 +39,18 @@ import traceback
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from db import Database
 from errors import ScheduleJobsError
+import jobs
 from jobs import Job, JobContext, JobRegistry
 from records import JobCall, JobResult, LogLine, RunStatus
 from settings import Settings
 
 log = logging.getLogger("supervisor")
 
-START_METHOD = "forkserver"
+START_METHOD: Final = "forkserver"
 FLUSH_EVERY_S = 1.0     # stored log lines lag their job by at most this much
 FLUSH_LINES = 500       # ... or by this many lines
 IDLE_MARGIN_S = 5.0     # a child outlives its idle time by this much, so the pool ends it first (no race)
@@ -224,7 +225,7 @@ class ChildPool:
             empty = not self._all
             if empty:
                 with self._starting:  # not while a child is being started through it
-                    multiprocessing.forkserver._forkserver._stop()  # no public API; CPython's own tests use this
+                    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # no public API; CPython's own tests use this
         if empty:
             log.debug("[%s] no job children left: fork server stopped", self.label)
 
@@ -306,12 +307,6 @@ class LogSink:
         if self.pending and time.monotonic() - self.first_pending >= FLUSH_EVERY_S:
             self.flush()
 
-    def end_runs_after_grace(self) -> None:
-        """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
-        timer = threading.Timer(self.settings.shutdown_grace_s, self.hard_stop.set)
-        timer.daemon = True
-        timer.start()
-
     def close(self) -> None:
         if self.dropped:
             note = (f"... {self.dropped} more bytes of output dropped: a run keeps at most "
@@ -380,11 +375,8 @@ def execute_in_child(conn: Any, registry: JobRegistry, db: Database, call: JobCa
 
 def load_registry(app_module: str) -> JobRegistry:
     """The job registry of SCHEDULES_MODULE (its `registry`, or the `jobs` package's)."""
-    module = importlib.import_module(app_module)
-    registry = getattr(module, "registry", None)
-    if registry is None:
-        from jobs import registry
-    return registry
+    registry: JobRegistry | None = getattr(importlib.import_module(app_module), "registry", None)
+    return registry if registry is not None else jobs.registry
 
 
 class LineWriter(io.TextIOBase):

@@ -39,5 +39,8 @@ class InProcessPool:
         self.db.execute_many("insert_log", lines)
         return JobResult(status, error, int((time.monotonic() - started) * 1000))
 
+    def end_runs_after_grace(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
