@@ -59,6 +59,11 @@ def hang(ctx):
     time.sleep(600)
 
 
+@job(group="retry", name="retry.hang", timeout=1, retries=1, retry_backoff_s=0.1)
+def hang_then_retry(ctx):
+    time.sleep(600)
+
+
 @job(group="sv", name="sv.stubborn", timeout=1)
 def stubborn(ctx):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -141,4 +146,5 @@ schedules = [
                        execution_mode="GROUP", job_group="steer",
                        overlap_policy=os.environ.get("TEST_OVERLAP", "BUFFER_ONE")),
     ScheduleDefinition("beat", "Beat", "Every second, quick", "* * * * * *", execution_mode="GROUP", job_group="beat"),
+    ScheduleDefinition("retry", "Retry", "A hung job with a retry", "0 0 1 1 *", execution_mode="GROUP", job_group="retry"),
 ]

@@ -14,7 +14,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from occurrence import enqueue_occurrence
+from queue_mode import JobWorker
 from records import JobCall, RunStatus
+from runner import sync_definitions
 from scheduling import load_app
 from settings import Settings
 from supervisor import ChildPool
@@ -182,3 +185,23 @@ def test_a_run_still_going_when_the_shutdown_grace_ends_is_interrupted(make_pool
     threading.Timer(1.0, pool.hard_stop.set).start()
     result, _ = run(pool, db, "sv.sleep_long")
     assert result.status is RunStatus.FAILED and result.error.startswith("interrupted: shutting down")
+
+
+def test_queue_mode_retries_a_timed_out_run_like_any_failure(db, database_url):
+    settings = Settings.from_env({"DATABASE_URL": database_url, "SCHEDULES_MODULE": "tests.supervised_app",
+                                  "JOB_KILL_GRACE_S": "1", "EXECUTION_MODE": "queue"})
+    sync_definitions(db, APP, datetime.now(timezone.utc))
+    with db.transaction():
+        batch_id = enqueue_occurrence(db, APP, APP.schedules["retry"], datetime.now(timezone.utc), "MANUAL",
+                                      datetime.now(timezone.utc))
+    worker = JobWorker(db, APP, settings)
+    worker.start()
+    try:
+        assert worker.work_once(datetime.now(timezone.utc))
+        first, second = db.fetch_all("batch_runs", batch_id=batch_id)
+        assert (first["attempt"], first["status"]) == (1, "FAILED") and "timed out after 1 s" in first["error"]
+        assert (second["attempt"], second["status"]) == (2, "QUEUED")
+    finally:
+        worker.stopping.set()
+        worker.pool.close()
+        worker.presence.stop(datetime.now(timezone.utc))
