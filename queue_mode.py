@@ -22,6 +22,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import alerts
+import pings
 from db import Database
 from errors import Conflict, ConfigError, DatabaseUnavailable
 from jobs import JobContext
@@ -91,6 +93,8 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
                 finished, failed = finished + skipped, failed + skipped
         db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
         batch = db.fetch_one("get_batch", id=run["batchId"])
+    if status == "FAILED":  # for good: a retry returned above
+        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     # Only the finisher that brought `remaining` to zero (the batch row was locked until commit) gets
     # here with a completed batch. The schedule's counters are updated outside that transaction so
     # that finishers of one schedule's many occurrences do not queue behind its row.
@@ -100,6 +104,8 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
                        failed=1 if batch["failed"] else 0, now=completed)
         except DatabaseUnavailable as exc:  # the run is recorded; only the schedule's counter misses one
             log.error("[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc)
+        alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
+        pings.finished(getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"])
     return True
 
 

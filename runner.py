@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import alerts
+import pings
 from db import Database
 from errors import Conflict, DatabaseUnavailable
 from jobs import Job, JobContext
@@ -200,6 +202,7 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
     not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
     log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
              schedule.id, trigger, scheduled_for.isoformat())
+    pings.started(schedule.ping_url, trigger)
 
     def record(**fields: Any) -> int:
         row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
@@ -230,9 +233,12 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
         log_result(label, job.name, status, duration_ms, error)
         if status != "COMPLETED":
             not_completed[job.name] = "FAILED"
+            alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
         outcome.runs.append({"id": run_id, "jobName": job.name, "status": status, "error": error})
     log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
              outcome.count("COMPLETED"), outcome.count("FAILED"), outcome.count("SKIPPED"))
+    alerts.occurrence_finished(db, schedule.id, trigger, outcome.ok)
+    pings.finished(schedule.ping_url, trigger, outcome.ok)
     return outcome
 
 
