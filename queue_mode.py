@@ -193,7 +193,8 @@ class JobWorker:
         else:
             ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
             status, error, completed, duration_ms = execute_job(job, ctx)
-        log_result("worker", run["jobName"], status, duration_ms, error)
+        log_result("worker", run["jobName"], status, duration_ms, error,
+                   {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]})
         stored = retry_until_stored("recording a job's result", lambda: finish_run(
             self.db, self.app, run, status, error, completed, duration_ms), self.stopping)
         if not stored:

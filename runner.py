@@ -221,7 +221,8 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
             log.warning("[%s] - %s skipped: %s", label, job.name, reason)
             continue
         run_id = record(job_name=job.name, status="RUNNING", started_at=utcnow())
-        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
+        fields = {"scheduleId": schedule.id, "jobName": job.name, "runId": run_id}  # JSON logs' filterable fields
+        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
         status, error, completed, duration_ms = execute_job(job, ctx)
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
@@ -230,7 +231,7 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
         if not stored:
             log.error("[%s] run %s was already marked failed by recovery (this process lost the database "
                       "for longer than LOCK_TIMEOUT_MS); its result %s is not recorded", label, run_id, status)
-        log_result(label, job.name, status, duration_ms, error)
+        log_result(label, job.name, status, duration_ms, error, fields)
         if status != "COMPLETED":
             not_completed[job.name] = "FAILED"
             alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
@@ -254,11 +255,13 @@ def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, i
     return status, error, utcnow(), int((time.monotonic() - started) * 1000)
 
 
-def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
+def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
+               fields: dict[str, Any] | None = None) -> None:
     if status == "COMPLETED":
-        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
+        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms, extra=fields)
     else:
-        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
+        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1],
+                  extra=fields)
 
 
 def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDefinition,
