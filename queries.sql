@@ -159,6 +159,12 @@ UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
 WHERE status = 'RUNNING' AND queuedAt IS NULL
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
+-- name: inline_runs_of_dead_workers
+-- The runs fail_runs_of_dead_workers is about to fail, read first so that each can alert.
+SELECT id, scheduleId, jobName, `trigger` FROM JobRun
+WHERE status = 'RUNNING' AND queuedAt IS NULL
+  AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
+
 -- name: queued_runs_of_dead_workers
 -- Queued runs a job worker was running when it died: each is retried or failed.
 SELECT * FROM JobRun

@@ -296,14 +296,17 @@ def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: st
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
     """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks."""
     dead_before = now - lock_timeout
+    error = ("FAILED: the daemon or worker running this job died (no heartbeat for "
+             f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
     with db.transaction():
         if db.execute("mark_dead_workers", dead_before=dead_before):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
-        failed = db.execute("fail_runs_of_dead_workers", now=now,
-                            error="FAILED: the daemon or worker running this job died (no heartbeat for "
-                                  f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
+        orphans = db.fetch_all("inline_runs_of_dead_workers")
+        failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
+    for run in orphans:
+        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     for row in db.fetch_all("expired_locks", expired_before=dead_before):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
             log.warning("[recovery] freed the lock on %s held by %s since %s (lease expired)",

@@ -242,3 +242,15 @@ def test_the_watchdog_alerts_overdue_and_daemon_down_once_and_recovers(db, servi
     events = outbox(db)
     assert [e for e, _ in events] == ["daemon_down", "recovered", "schedule_overdue", "recovered"]
     assert "schedule late runs again" in events[-1][1]
+
+
+def test_a_run_failed_by_recovery_after_kill_9_alerts_run_failed(db, daemons, receiver):
+    env = webhook_env(receiver, TEST_CRON="* * * * * */3")
+    victim = daemons.start(**env, TEST_JOB_SECONDS="60")
+    enable_flaky(db, "* * * * * */3")
+    [running] = wait_for(lambda: flaky_runs(db, "RUNNING"), 30, "the victim's long job")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    daemons.start(**env)  # its recovery fails the orphaned run once LOCK_TIMEOUT_MS has passed
+    [alert] = wait_for(lambda: receiver.alerts("run_failed"), 30, "run_failed for the orphaned run")
+    assert alert["runId"] == running["id"] and "died" in alert["error"]
