@@ -254,3 +254,34 @@ def test_a_run_failed_by_recovery_after_kill_9_alerts_run_failed(db, daemons, re
     daemons.start(**env)  # its recovery fails the orphaned run once LOCK_TIMEOUT_MS has passed
     [alert] = wait_for(lambda: receiver.alerts("run_failed"), 30, "run_failed for the orphaned run")
     assert alert["runId"] == running["id"] and "died" in alert["error"]
+
+
+def test_queue_mode_alerts_each_failed_run_once_and_pings_start_and_fail(db, daemons, receiver, tmp_path):
+    if db.kind == "mysql":
+        from queue_mode import skip_locked_problem
+
+        if skip_locked_problem(db.fetch_one("server_version")["version"]):
+            pytest.skip("this MySQL server has no SKIP LOCKED")
+    env = webhook_env(receiver, EXECUTION_MODE="queue", TEST_FAIL="always", ALERT_REPEAT_S="0",
+                      TEST_PING_URL=f"{receiver.url}/ping/q-uuid", TEST_CRON="* * * * * */2")
+    daemons.start(**env)
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "schedule_daemon.py"), "--worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": daemons.database_url, "APP_ENV": "test",
+                 "JOB_WORKER_POLL_INTERVAL_MS": "200", **FAST, **env})
+    try:
+        enable_flaky(db, "* * * * * */2")
+        wait_for(lambda: len(flaky_runs(db, "FAILED")) >= 2, 30, "two failed queued runs")
+        db.execute("disable_schedule", id="flaky", now=now())
+        wait_for(lambda: not flaky_runs(db, "QUEUED") and not flaky_runs(db, "RUNNING"), 30, "the queue to drain")
+        failed = [r["id"] for r in flaky_runs(db, "FAILED")]
+        wait_for(lambda: sorted(a["runId"] for a in receiver.alerts("run_failed")) == sorted(failed), 30,
+                 "one run_failed per failed run")
+        wait_for(lambda: len([r for r in receiver.requests if r.method == "GET"]) >= 2 * len(failed), 15, "the pings")
+        pings = [r.path for r in receiver.requests if r.method == "GET"]  # from two processes: counted, not ordered
+        assert pings.count("/ping/q-uuid/start") == pings.count("/ping/q-uuid/fail") == len(failed)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert_no_secret((tmp_path / "worker.log").read_text())
