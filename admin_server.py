@@ -14,6 +14,7 @@ The routes are the ROUTES table below; errors are always `{"error": {"code": ...
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -58,6 +59,32 @@ class RawBody:
 
     payload: bytes
     content_type: str
+
+
+@dataclass(frozen=True)
+class EncodedJSON:
+    """A JSON answer encoded once and sent to many requests; its ETag lets a client poll with a 304."""
+
+    payload: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: Any) -> EncodedJSON:
+        payload = json.dumps(body).encode()
+        return cls(payload, '"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"')
+
+
+@dataclass(frozen=True)
+class CachedList:
+    """GET /admin/schedules as last built: the schedule rows it came from and when its run times go stale."""
+
+    key: tuple[Any, ...]
+    body: EncodedJSON
+    stale_at: datetime
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class HTTPError(Exception):
@@ -202,6 +229,8 @@ class AdminAPI:
         self.settings = settings
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
         self.stopping = threading.Event()  # manual runs finish what they start, even at shutdown
+        self._list_lock = threading.Lock()
+        self._schedule_list: CachedList | None = None
 
     # schedules
 
@@ -237,11 +266,29 @@ class AdminAPI:
         }
 
     def list_schedules(self, request: Request) -> tuple[int, Any]:
+        """The list is built once per change and served as the same bytes (with an ETag) until then.
+
+        It changes when a schedule row changes or when the first of its upcoming run times passes;
+        everything else in it (names, cron text, jobs) comes from code. One cheap query per request
+        tells which: under 50 concurrent clients, encoding 200 schedules per request was the cost.
+        """
         query_params(request.query, {})
-        rows = {row["id"]: row for row in self.db.fetch_all("list_schedules")}
-        now = utcnow().replace(microsecond=0)  # one `now` per second lets schedules share cached cron results
-        ids = list(self.app.schedules) + sorted(set(rows) - set(self.app.schedules))
-        return 200, {"schedules": [self.schedule_json(rows.get(i), i, now) for i in ids]}
+        rows = self.db.fetch_all("list_schedules")
+        key = tuple(tuple(row.values()) for row in rows)
+        now = utcnow()
+        with self._list_lock:  # one thread builds; the others wait for its bytes instead of building too
+            cached = self._schedule_list
+            if cached is None or cached.key != key or now >= cached.stale_at:
+                cached = self._schedule_list = self._build_schedule_list(key, rows, now)
+        return 200, cached.body
+
+    def _build_schedule_list(self, key: tuple[Any, ...], rows: list[dict[str, Any]], now: datetime) -> CachedList:
+        by_id = {row["id"]: row for row in rows}
+        ids = list(self.app.schedules) + sorted(set(by_id) - set(self.app.schedules))
+        schedules = [self.schedule_json(by_id.get(i), i, now) for i in ids]
+        upcoming = [s["nextRunTimes"][0] for s in schedules if s["nextRunTimes"]]
+        stale_at = min((parse_iso(t) for t in upcoming), default=now + timedelta(hours=1))
+        return CachedList(key, EncodedJSON.of({"schedules": schedules}), stale_at)
 
     def get_schedule(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
@@ -395,7 +442,7 @@ class AdminAPI:
 
     def health(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
-        return 200, check_health(self.db, self.settings, utcnow())
+        return 200, check_health(self.db, self.settings)
 
     # the operator's page and Prometheus
 
@@ -447,7 +494,7 @@ class AdminAPI:
         if not (token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())):
             request.handler.auth.actor(authorization or None)
         query_params(request.query, {})
-        payload, content_type = metrics.render(self.db, self.app, self.settings, utcnow())
+        payload, content_type = metrics.render(self.db, self.app, self.settings, self.db.now())
         return 200, RawBody(payload, content_type)
 
     def healthz(self, request: Request) -> tuple[int, Any]:
@@ -607,19 +654,29 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
 
     def send_body(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """The one way out for every answer: logs the request's line (no headers: tokens live there), then sends."""
-        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
-        log.info("[admin] %s %s %d %.1fms", getattr(self, "command", None), path, status,
-                 (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000)
-        if isinstance(body, bytes):
+        etag = None
+        if isinstance(body, EncodedJSON):
+            payload, content_type, etag = body.payload, "application/json", body.etag
+            if status == 200 and self.headers.get("If-None-Match") == etag:
+                status = 304
+        elif isinstance(body, bytes):
             payload, content_type = body, "text/html; charset=utf-8"
         elif isinstance(body, RawBody):
             payload, content_type = body.payload, body.content_type
         else:
             payload, content_type = json.dumps(body).encode(), "application/json"
+        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
+        log.info("[admin] %s %s %d %.1fms", getattr(self, "command", None), path, status,
+                 (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000)
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
+        if status != 304:  # "not modified" has no body, so no type or length of one
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+        if etag is not None:  # the client may keep the list, but must ask again each time (a 304 is cheap)
+            self.send_header("ETag", etag)
+            self.send_header("Cache-Control", "no-cache")
+        else:
+            self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if content_type.startswith("text/html"):
             self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
@@ -627,7 +684,7 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and status != 304:
             self.wfile.write(payload)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -682,7 +739,7 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         app = load_app(settings.schedules_module, settings.environment)
-        db = Database.from_url(settings.database_url)
+        db = settings.database()
         server = make_server(settings, db, app)
     except (ScheduleJobsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

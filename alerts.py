@@ -31,7 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -88,10 +88,6 @@ class AlertState:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AlertState:
         return cls(row["subject"], bool(row["active"]), row["episode"], row["pending"], row["since"], row["lastAlertAt"])
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)  # not runner's: runner imports this module for its hooks
 
 
 def url_origin(url: str) -> str:
@@ -225,7 +221,7 @@ class AlertService:
             if self.db.execute("claim_alert", id=row["id"], now=now, lease_until=now + SEND_LEASE) != 1:
                 continue
             error = post(url, row["body"].encode())
-            done = utcnow()
+            done = self.db.now()
             if error is None:
                 self.db.execute("alert_sent", id=row["id"], now=done)
                 log.info("[alerts] %s sent to %s", row["event"], url_origin(url), extra={"event": row["event"]})
@@ -262,9 +258,10 @@ class AlertService:
             try:
                 if time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + self.interval_s
-                    self.watch(utcnow())
-                self.deliver_due(utcnow())
-                until = self.seconds_until_next_delivery(utcnow())
+                    self.db.measure_clock()  # ages are judged by the database's clock, as the health check does
+                    self.watch(self.db.now())
+                self.deliver_due(self.db.now())
+                until = self.seconds_until_next_delivery(self.db.now())
                 wait = min(max(0.0, next_watch - time.monotonic()), until if until is not None else wait)
             except Exception as exc:  # the database may be away: the next round tries again
                 log.error("[alerts] watchdog or sender failed, retrying in %gs: %s", self.interval_s, exc)
@@ -323,7 +320,7 @@ def run_failed(db: Database, schedule_id: str | None, job_name: str, run_id: int
     service = _service
     if service is None or trigger != "CRON" or schedule_id is None:
         return
-    now = utcnow()
+    now = db.now()
     alert = Alert(Event.RUN_FAILED, f"run_failed:{run_id}",
                   f"{job_name} failed (schedule {schedule_id}, run {run_id}): {last_line(error) or 'no error text'}",
                   now, schedule_id, job_name, run_id, last_line(error))
@@ -336,7 +333,7 @@ def occurrence_finished(db: Database, schedule_id: str | None, trigger: str, ok:
     if service is None or trigger != "CRON" or schedule_id is None or not ok:
         return
     _guarded("a success", lambda: service.is_fine(f"failing:{schedule_id}", f"schedule {schedule_id} succeeded again",
-                                                 utcnow(), schedule_id))
+                                                 db.now(), schedule_id))
 
 
 def occurrences_missed(db: Database, records: list[dict[str, Any]]) -> None:

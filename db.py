@@ -12,23 +12,32 @@ differences between SQLite and MySQL live in the two dialect objects below and n
 
 Connections are per thread. A connection that went stale between transactions (server restart,
 wait_timeout, network blip) is replaced transparently when the next transaction begins; one that drops
-mid-transaction raises DatabaseUnavailable and the caller retries its step later. Driver errors are
-translated here into errors.DatabaseUnavailable and errors.Conflict.
+mid-transaction raises DatabaseUnavailable and the caller retries its step later (after a drop at
+COMMIT the caller cannot know whether it landed: it reads the row back). Driver errors are classified
+here, once: DatabaseUnavailable (connection lost), DatabaseBusy (busy, lock wait timeout, deadlock:
+transient), Conflict (duplicate key), ValueRejected (too long or invalid: permanent).
+
+Text the program writes without choosing its length (parameters named in COLUMN_LIMITS: a job's error,
+a log line, an audit actor or note) is cut to fit its column here, with a visible marker, so that no
+outcome is ever refused for its size. Leases, heartbeats and deadness are judged by the database
+server's clock: now() is this process's clock corrected by the offset measure_clock() last saw.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 import re
 import sqlite3
 import threading
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from errors import ConfigError, Conflict, DatabaseUnavailable
+from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 
 DEFAULT_DATABASE_URL = "sqlite:///schedules.db"
 HERE = Path(__file__).resolve().parent
@@ -44,10 +53,51 @@ def utc_ms(value: datetime) -> datetime:
 
 
 def _sqlite_datetime(raw: bytes) -> datetime:
-    return datetime.fromisoformat(raw.decode()).replace(tzinfo=timezone.utc)  # fromisoformat is C; strptime is not
+    """A stored time; also any ISO form an operator types by SQL ('T', no milliseconds, 'Z', an offset)."""
+    value = datetime.fromisoformat(raw.decode())  # fromisoformat is C; strptime is not
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 sqlite3.register_converter("DATETIME", _sqlite_datetime)
+
+
+class Unit(enum.Enum):
+    CHARACTERS = "characters"  # VARCHAR(n) counts characters
+    BYTES = "bytes"            # TEXT holds 65,535 bytes of UTF-8, up to 4 a character
+
+
+@dataclass(frozen=True)
+class ColumnLimit:
+    size: int
+    unit: Unit
+
+
+# Parameters (by their name in queries.sql) whose text the program writes without choosing its length,
+# and what the column they fill holds (schema.sql). MySQL refuses a longer value ("Data too long").
+COLUMN_LIMITS = {
+    "error": ColumnLimit(65_535, Unit.BYTES),      # JobRun.error TEXT
+    "message": ColumnLimit(65_535, Unit.BYTES),    # JobLog.message TEXT
+    "actor": ColumnLimit(200, Unit.CHARACTERS),    # AdminAudit.actor VARCHAR(200)
+    "note": ColumnLimit(500, Unit.CHARACTERS),     # AdminAudit.note VARCHAR(500)
+}
+CUT_MARKER = "\n[... {cut} {unit} cut to fit the column ...]\n"
+CUT_MARKER_ROOM = 64  # the marker's length, with room for any count
+
+
+def fit_column(value: str, limit: ColumnLimit) -> str:
+    """`value` as valid UTF-8 within `limit`: its head and tail kept, the middle replaced by CUT_MARKER."""
+    value = value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate would fail the write
+    encoded = value.encode("utf-8")
+    size = len(value) if limit.unit is Unit.CHARACTERS else len(encoded)
+    if size <= limit.size:
+        return value
+    room = limit.size - CUT_MARKER_ROOM
+    head, tail = room // 2, room - room // 2  # the head says where it happened, the tail what (last line)
+    marker = CUT_MARKER.format(cut=size - room, unit=limit.unit.value)
+    if limit.unit is Unit.CHARACTERS:
+        return value[:head] + marker + value[size - tail:]
+    return (encoded[:head].decode("utf-8", "ignore") + marker  # "ignore": a character split by the cut goes
+            + encoded[size - tail:].decode("utf-8", "ignore"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +108,8 @@ class SQLiteDialect:
     begin_write: str = "BEGIN IMMEDIATE"   # take the write lock up front: no upgrade deadlocks
     insert_ignore: str = "INSERT OR IGNORE"
     for_update_skip_locked: str = ""       # BEGIN IMMEDIATE already excludes every other writer
+    db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    stores_times_as_text: bool = True      # an operator's UPDATE may store any ISO form; see normalise_typed_times
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -76,6 +128,8 @@ class MySQLDialect:
     begin_write: str = "START TRANSACTION"
     insert_ignore: str = "INSERT IGNORE"
     for_update_skip_locked: str = "FOR UPDATE SKIP LOCKED"
+    db_now: str = "UTC_TIMESTAMP(3)"
+    stores_times_as_text: bool = False     # DATETIME(3) normalises whatever is written
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -88,10 +142,14 @@ class MySQLDialect:
         return value
 
 
-# MySQL client error codes that mean "this connection is gone".
-MYSQL_CONNECTION_LOST = {2003, 2006, 2013, 2055}
-# MySQL server error codes that mean "you lost a race, try again".
-MYSQL_CONFLICT = {1205, 1213, 1062}
+# MySQL error codes that mean "this connection is gone" (client side, or the server killed or is ending it).
+MYSQL_CONNECTION_LOST = {2003, 2006, 2013, 2055, 1053, 1927}
+# "Another transaction holds what you need": lock wait timeout, deadlock. Nothing was written; retry.
+MYSQL_BUSY = {1205, 1213}
+# A duplicate key: someone else wrote it first.
+MYSQL_DUPLICATE = {1062}
+# The value itself is refused (too long, incorrect string/date/number): the same write fails again.
+MYSQL_VALUE_REJECTED = {1048, 1264, 1265, 1292, 1366, 1406}
 
 
 def load_queries(text: str) -> dict[str, str]:
@@ -153,8 +211,10 @@ def redact_url(url: str) -> str:
 class Database:
     """A handful of names (execute, insert, fetch_one, fetch_all, transaction); nothing else touches a cursor."""
 
-    def __init__(self, kind: str, params: dict[str, Any], url: str):
+    def __init__(self, kind: str, params: dict[str, Any], url: str, lock_wait_timeout_ms: int = 30_000):
         self.kind = kind
+        self.lock_wait_timeout_ms = lock_wait_timeout_ms
+        self.clock_offset = timedelta(0)  # the database server's clock minus this process's, see measure_clock
         self.params = params
         self.url = redact_url(url)
         self.dialect = SQLiteDialect() if kind == "sqlite" else MySQLDialect()
@@ -168,9 +228,10 @@ class Database:
                 raise ConfigError("DATABASE_URL is a mysql:// URL but PyMySQL is missing: run pip install -r requirements.txt") from None
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
+    def from_url(cls, url: str, lock_wait_timeout_ms: int = 30_000) -> Database:
+        """lock_wait_timeout_ms: how long a statement waits for another transaction's lock before DatabaseBusy."""
         kind, params = parse_database_url(url)
-        return cls(kind, params, url)
+        return cls(kind, params, url, lock_wait_timeout_ms)
 
     # -- the interface -------------------------------------------------------------------------------
 
@@ -209,6 +270,23 @@ class Database:
             raise
         finally:
             self._local.in_transaction = False
+
+    def measure_clock(self) -> timedelta:
+        """Read the database server's clock and remember its offset from ours (the round trip halved)."""
+        before = datetime.now(timezone.utc)
+        raw = self._run("server_now", {}, self._rows)[0]["now"]
+        after = datetime.now(timezone.utc)
+        server = raw.replace(tzinfo=timezone.utc) if isinstance(raw, datetime) else _sqlite_datetime(raw.encode())
+        self.clock_offset = server - (before + (after - before) / 2)
+        return self.clock_offset
+
+    def now(self) -> datetime:
+        """The database server's time, from our clock and the last measured offset: no round trip."""
+        return datetime.now(timezone.utc) + self.clock_offset
+
+    def normalise_typed_times(self) -> int:
+        """SQLite: rewrite the times an operator typed by SQL in the stored form, so that claims match them."""
+        return self.execute("normalise_typed_times") if self.dialect.stores_times_as_text else 0
 
     def close(self) -> None:
         """Close this thread's connection (other threads close their own when they end)."""
@@ -252,7 +330,7 @@ class Database:
     def _render_queries(self, text: str) -> dict[str, str]:
         rendered = {}
         for name, sql in load_queries(text).items():
-            for token in ("insert_ignore", "for_update_skip_locked"):
+            for token in ("insert_ignore", "for_update_skip_locked", "db_now"):
                 sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
             if self.kind == "mysql":
                 sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
@@ -274,11 +352,15 @@ class Database:
         return self._run_sql(sql, params, result, many)
 
     def _run_sql(self, sql: str, params: Any, result: Any, many: bool = False) -> Any:
-        to_db = self.dialect.to_db
+        def to_db(name: str, value: Any) -> Any:
+            if isinstance(value, str) and name in COLUMN_LIMITS:
+                return fit_column(value, COLUMN_LIMITS[name])
+            return self.dialect.to_db(value)
+
         if many:
-            params = [{k: to_db(v) for k, v in p.items()} for p in params]
+            params = [{k: to_db(k, v) for k, v in p.items()} for p in params]
         else:
-            params = {k: to_db(v) for k, v in params.items()}
+            params = {k: to_db(k, v) for k, v in params.items()}
 
         def attempt() -> Any:
             cur = self._connection().cursor()
@@ -326,7 +408,8 @@ class Database:
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = self.params["path"]
         try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES)
+            conn = sqlite3.connect(path, timeout=self.lock_wait_timeout_ms / 1000, isolation_level=None,
+                                   detect_types=sqlite3.PARSE_DECLTYPES)
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, across processes
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -346,18 +429,24 @@ class Database:
             with conn.cursor() as cur:
                 cur.execute("SET time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_wait_timeout_ms / 1000))}")
         except pymysql.err.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to MySQL at {p['host']}:{p['port']}: {exc.args[-1]}") from exc
         return conn
 
     def _translate(self, fn: Any) -> Any:
-        """Call fn, turning driver errors into DatabaseUnavailable (connection dropped) or Conflict."""
+        """Call fn, turning driver errors into the project's classes (see the module docstring)."""
         try:
             return fn()
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise Conflict(f"SQLite is busy: {exc}") from exc
+                raise DatabaseBusy(f"SQLite is busy (another process held its write lock for longer than "
+                                   f"{self.lock_wait_timeout_ms} ms): {exc}") from exc
+            if "too big" in str(exc):
+                raise ValueRejected(f"SQLite refused a value: {exc}") from exc
             raise
+        except sqlite3.DataError as exc:
+            raise ValueRejected(f"SQLite refused a value: {exc}") from exc
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"SQLite refused a duplicate: {exc}") from exc
         except Exception as exc:
@@ -369,6 +458,10 @@ class Database:
             if isinstance(exc, pymysql.err.InterfaceError) or code in MYSQL_CONNECTION_LOST:
                 self.close()
                 raise DatabaseUnavailable(f"lost the MySQL connection: {exc}") from exc
-            if code in MYSQL_CONFLICT:
+            if code in MYSQL_BUSY:
+                raise DatabaseBusy(f"MySQL error {code}: {exc.args[-1]}") from exc
+            if code in MYSQL_DUPLICATE:
                 raise Conflict(f"MySQL error {code}: {exc.args[-1]}") from exc
+            if code in MYSQL_VALUE_REJECTED:
+                raise ValueRejected(f"MySQL error {code}: {exc.args[-1]}") from exc
             raise

@@ -21,8 +21,16 @@ class DefinitionError(ScheduleJobsError):
 
 
 class DatabaseUnavailable(ScheduleJobsError):
-    """The database cannot be reached, or the connection dropped mid-transaction; retry later."""
+    """The database cannot be reached, or the connection dropped (a COMMIT in flight may or may not have landed)."""
 
 
 class Conflict(ScheduleJobsError):
-    """A write lost a race (deadlock, lock wait timeout, duplicate key); retrying the step is safe."""
+    """A write lost a race (duplicate key, or one of DatabaseBusy's); retrying the step is safe."""
+
+
+class DatabaseBusy(Conflict):
+    """Transient: SQLite busy/locked, MySQL lock wait timeout or deadlock. Nothing was written; retry."""
+
+
+class ValueRejected(ScheduleJobsError):
+    """Permanent: the database refuses a value (too long, invalid); retrying the same write fails again."""

@@ -5,6 +5,11 @@ daemon exists; no RUNNING instance's heartbeat is older than 2 minutes; no enabl
 overdue beyond its tolerance; no lock is older than LOCK_TIMEOUT_MS; the queue holds at most 50 runs
 and none has waited over an hour; and, when EXPECTED_DAEMONS / EXPECTED_WORKERS are set, no more
 live instances of a type than expected (the documents' "ghost" check).
+
+Beyond the documents, what a fault can leave stuck: a schedule is overdue whatever the reason (no
+daemon, a stuck one, or a long run still holding it), a run RUNNING for longer than LOCK_TIMEOUT_MS
+whose holder is not alive, queued runs whose dependencies can no longer complete. Ages are judged by
+the database server's clock.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from db import Database
 from settings import Settings
 
 
-def check_health(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
-    """{"healthy": bool, "problems": [one line each], "checks": {figures}}."""
+def check_health(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """{"healthy": bool, "problems": [one line each], "checks": {figures}}; `now` defaults to the database's clock."""
+    if now is None:
+        db.measure_clock()
+        now = db.now()
     problems: list[str] = []
     max_age = timedelta(seconds=settings.health_max_heartbeat_age_s)
     lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
@@ -42,13 +50,26 @@ def check_health(db: Database, settings: Settings, now: datetime) -> dict[str, A
 
     tolerance = timedelta(seconds=settings.health_overdue_tolerance_s)
     for schedule in db.fetch_all("list_schedules"):
-        if schedule["enabled"] and schedule["nextRunAt"] is not None and schedule["lockedAt"] is None \
-                and now - schedule["nextRunAt"] > tolerance:
+        # nextRunAt is the earliest occurrence not started yet, whether or not a long run holds the schedule.
+        if schedule["enabled"] and schedule["nextRunAt"] is not None and now - schedule["nextRunAt"] > tolerance:
+            why = (f"; held by {schedule['lockedBy']} since {schedule['lockedAt'].isoformat()}, still running an "
+                   "earlier occurrence" if schedule["lockedAt"] is not None else "")
             problems.append(f"schedule {schedule['id']} is overdue: due {schedule['nextRunAt'].isoformat()}, "
-                            f"more than {tolerance.total_seconds():.0f}s ago")
+                            f"more than {tolerance.total_seconds():.0f}s ago{why}")
         if schedule["lockedAt"] is not None and now - schedule["lockedAt"] > lock_timeout:
             problems.append(f"schedule {schedule['id']} is locked by {schedule['lockedBy']} since "
                             f"{schedule['lockedAt'].isoformat()}, longer than LOCK_TIMEOUT_MS")
+
+    # The run's own timeout (supervised execution, issue 10) belongs here beside LOCK_TIMEOUT_MS.
+    for run in db.fetch_all("long_running_runs", started_before=now - lock_timeout):
+        holder_alive = run["holderStatus"] == "RUNNING" and now - run["holderHeartbeatAt"] <= lock_timeout
+        if not holder_alive:
+            problems.append(f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) has been RUNNING "
+                            f"since {run['startedAt'].isoformat()}, longer than LOCK_TIMEOUT_MS, and its holder "
+                            f"{run['workerId']} is not alive")
+    for run in db.fetch_all("stranded_queued_runs"):
+        problems.append(f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) is QUEUED behind "
+                        "dependencies that can no longer complete (nothing of its occurrence is queued or running)")
 
     queued = db.fetch_one("queue_depth")["queued"]
     oldest = db.fetch_one("oldest_queued")

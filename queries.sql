@@ -26,6 +26,10 @@ SELECT RELEASE_LOCK('schedule_jobs_schema') AS released;
 -- Does the database answer?
 SELECT 1 AS ok;
 
+-- name: server_now
+-- The database server's clock, by which leases, heartbeats and deadness are judged.
+SELECT {db_now} AS now;
+
 -- ---------------------------------------------------------------------------------------------------
 -- JobSchedule
 -- ---------------------------------------------------------------------------------------------------
@@ -61,6 +65,13 @@ SELECT id FROM JobSchedule WHERE enabled = false AND nextRunAt IS NOT NULL;
 -- name: enabled_without_next_run
 -- Schedules enabled behind the daemon's back (e.g. by SQL) that have no next run time yet.
 SELECT id FROM JobSchedule WHERE enabled = true AND nextRunAt IS NULL;
+
+-- name: normalise_typed_times
+-- SQLite only: times an operator typed by SQL ('T', no milliseconds, 'Z' or an offset) in the stored
+-- form, so that the claim's equality on the value read back matches them.
+UPDATE JobSchedule
+SET nextRunAt = strftime('%Y-%m-%d %H:%M:%f', nextRunAt), lockedAt = strftime('%Y-%m-%d %H:%M:%f', lockedAt)
+WHERE nextRunAt <> strftime('%Y-%m-%d %H:%M:%f', nextRunAt) OR lockedAt <> strftime('%Y-%m-%d %H:%M:%f', lockedAt);
 
 -- name: schedule_first_run
 -- Give a newly enabled schedule its first occurrence after now, unless someone already did.
@@ -147,6 +158,12 @@ VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, 
                     queuedAt, startedAt, completedAt, durationMs, error, createdAt)
 VALUES (:job_name, :trigger, :schedule_id, :scheduled_for, :batch_id, :attempt, :status, :worker_id,
         :queued_at, :started_at, :completed_at, :duration_ms, :error, :now);
+
+-- name: find_run
+-- A run by its occurrence key: after a connection lost at COMMIT, did the insert land?
+SELECT id, workerId, createdAt FROM JobRun
+WHERE scheduleId = :schedule_id AND scheduledFor = :scheduled_for AND jobName = :job_name
+  AND `trigger` = :trigger AND attempt = :attempt;
 
 -- name: finish_run
 -- Record how a running job ended; matches nothing if recovery already failed it.
@@ -306,6 +323,12 @@ WHERE batchId = :batch_id AND jobName = :job_name AND status = 'QUEUED';
 UPDATE JobRun SET status = 'SKIPPED', completedAt = :now, error = :error
 WHERE batchId = :batch_id AND jobName = :job_name AND status = 'QUEUED';
 
+-- name: skip_blocked_in_batch
+-- A job no worker knows failed: its dependents cannot be known, so every run of the occurrence still
+-- waiting on a dependency is skipped rather than left QUEUED forever.
+UPDATE JobRun SET status = 'SKIPPED', completedAt = :now, error = :error
+WHERE batchId = :batch_id AND status = 'QUEUED' AND blockedBy > 0;
+
 -- name: finish_batch_jobs
 -- Count jobs of an occurrence as finished; the row stays locked until commit, so one finisher sees zero.
 -- completedAt comes first: MySQL evaluates assignments left to right, SQLite all on the old row.
@@ -322,6 +345,22 @@ SELECT * FROM JobBatch WHERE id = :id;
 -- Queue mode: record the outcome of a finished occurrence on its schedule.
 UPDATE JobSchedule SET runCount = runCount + :succeeded, failureCount = failureCount + :failed, updatedAt = :now
 WHERE id = :id;
+
+-- name: long_running_runs
+-- Health: runs RUNNING since before :started_before, with their holder's liveness.
+SELECT r.id, r.jobName, r.scheduleId, r.workerId, r.startedAt,
+       w.status AS holderStatus, w.lastHeartbeatAt AS holderHeartbeatAt
+FROM JobRun r LEFT JOIN WorkerInstance w ON w.id = r.workerId
+WHERE r.status = 'RUNNING' AND r.startedAt < :started_before
+ORDER BY r.id LIMIT 100;
+
+-- name: stranded_queued_runs
+-- Health: blocked queued runs whose occurrence has nothing left queued-and-ready or running to unblock them.
+SELECT r.id, r.jobName, r.scheduleId FROM JobRun r
+WHERE r.status = 'QUEUED' AND r.blockedBy > 0
+  AND NOT EXISTS (SELECT 1 FROM JobRun o WHERE o.batchId = r.batchId
+                  AND (o.status = 'RUNNING' OR (o.status = 'QUEUED' AND o.blockedBy = 0)))
+ORDER BY r.id LIMIT 100;
 
 -- name: queue_depth
 -- How many runs wait for a worker.
@@ -390,11 +429,11 @@ SELECT * FROM AlertOutbox ORDER BY id DESC LIMIT :limit;
 -- name: live_instances
 -- Instances per type whose heartbeat is younger than HEALTH_MAX_HEARTBEAT_AGE_S, as the health check counts them.
 SELECT workerType, COUNT(*) AS live FROM WorkerInstance
-WHERE status = 'RUNNING' AND lastHeartbeatAt > :heartbeat_after GROUP BY workerType;
+WHERE status = 'RUNNING' AND lastHeartbeatAt >= :heartbeat_after GROUP BY workerType;
 
 -- name: overdue_schedules
--- Enabled schedules no daemon claimed within the tolerance after their next run time.
-SELECT id, nextRunAt FROM JobSchedule WHERE enabled = true AND lockedAt IS NULL AND nextRunAt < :due_before;
+-- Enabled schedules whose next occurrence was not started within the tolerance (as health.py judges it).
+SELECT id, nextRunAt FROM JobSchedule WHERE enabled = true AND nextRunAt < :due_before;
 
 -- name: skip_record_id
 -- The id of the JobRun row recording a skipped occurrence (insert_skip_record).

@@ -25,9 +25,9 @@ from typing import Any
 import alerts
 import pings
 from db import Database
-from errors import Conflict, ConfigError, DatabaseUnavailable
+from errors import Conflict, ConfigError
 from jobs import JobContext
-from runner import Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
+from runner import RETRYABLE, Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App, ScheduleDefinition
 from settings import Settings
 
@@ -66,8 +66,11 @@ def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, sch
 
 
 def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: str | None, completed: datetime,
-               duration_ms: int | None) -> bool:
-    """Record a queued run's end and what follows from it; False if someone else already finished it."""
+               duration_ms: int | None, stopping: threading.Event | None = None) -> bool:
+    """Record a queued run's end and what follows from it; False if someone else already finished it.
+
+    With `stopping`, the occurrence's count on its schedule is retried until stored (or shutdown).
+    """
     job = app.registry.jobs.get(run["jobName"])
     with db.transaction():
         if db.execute("finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms,
@@ -87,6 +90,11 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
                 db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
         else:
             reason = f"not started: dependency {run['jobName']} FAILED"
+            if job is None:  # a job this worker's code lacks: which jobs depend on it is unknown too
+                skipped = db.execute("skip_blocked_in_batch", batch_id=run["batchId"], now=completed,
+                                     error=f"{reason} (unknown to the worker that took it, so every job of the "
+                                           "occurrence still waiting on a dependency is skipped)")
+                finished, failed = finished + skipped, failed + skipped
             for dependent in dependents_of(app, run["jobName"], transitive=True):
                 skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
                                      now=completed)
@@ -99,10 +107,13 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
     # here with a completed batch. The schedule's counters are updated outside that transaction so
     # that finishers of one schedule's many occurrences do not queue behind its row.
     if batch is not None and batch["remaining"] <= 0 and batch["scheduleId"] is not None:
-        try:
+        def count() -> None:
             db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
                        failed=1 if batch["failed"] else 0, now=completed)
-        except DatabaseUnavailable as exc:  # the run is recorded; only the schedule's counter misses one
+
+        try:
+            retry_until_stored("counting an occurrence", count, stopping) if stopping else count()
+        except RETRYABLE as exc:  # the run is recorded; only the schedule's counter misses one
             log.error("[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc)
         alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
         pings.finished(getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"])
@@ -124,12 +135,12 @@ def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:
     return found
 
 
-def recover_queued_runs(db: Database, app: App, now: datetime) -> int:
+def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threading.Event | None = None) -> int:
     """Finish, as failures (retried if the job allows), the runs of workers no longer alive."""
     recovered = 0
     for run in db.fetch_all("queued_runs_of_dead_workers"):
         error = f"FAILED: the job worker {run['workerId']} running this job died (no heartbeat): killed, crashed or cut off"
-        if finish_run(db, app, run, "FAILED", error, now, None):
+        if finish_run(db, app, run, "FAILED", error, now, None, stopping):
             recovered += 1
     if recovered:
         log.warning("[recovery] finished %d queued runs of dead workers as failures", recovered)
@@ -152,12 +163,12 @@ class JobWorker:
 
     def start(self) -> None:
         require_skip_locked(self.db)
-        self.presence.register(utcnow())
+        self.presence.register()
         log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
 
     def run_forever(self) -> None:
-        run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker")
-        self.presence.stop(utcnow())
+        run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
+        self.presence.stop(self.db.now())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()
 
@@ -165,7 +176,7 @@ class JobWorker:
         """Claim and run one ready run; False when none is ready."""
         if now >= self.next_recovery:
             recover(self.db, now, self.lock_timeout)
-            recover_queued_runs(self.db, self.app, now)
+            recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         run = self.claim(now)
         if run is None:
@@ -180,22 +191,26 @@ class JobWorker:
                     row = self.db.fetch_one("next_queued_runs", now=now, limit=1)
                     if row is None:
                         return None
-                    started = utcnow()  # not `now`: the run may have become ready (and been selected) after it
+                    started = self.db.now()  # not `now`: the run may have become ready (and been selected) after it
                     if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1:
                         return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
             except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
-                continue
+                if self.stopping.is_set():
+                    return None
 
     def execute(self, run: dict[str, Any]) -> None:
         job = self.app.registry.jobs.get(run["jobName"])
         if job is None:
-            status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", utcnow(), 0
+            status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
         else:
             ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
             status, error, completed, duration_ms = execute_job(job, ctx)
         log_result("worker", run["jobName"], status, duration_ms, error,
                    {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]})
         stored = retry_until_stored("recording a job's result", lambda: finish_run(
-            self.db, self.app, run, status, error, completed, duration_ms), self.stopping)
+            self.db, self.app, run, status, error, completed, duration_ms, self.stopping), self.stopping,
+            on_rejected=lambda exc: finish_run(self.db, self.app, run, status, f"the job's error text was refused by "
+                                               f"the database ({exc}); see the worker's log", completed, duration_ms,
+                                               self.stopping))
         if not stored:
             log.error("[worker] run %s had already been failed by recovery; its result %s is not recorded", run["id"], status)

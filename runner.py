@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -23,14 +24,16 @@ from typing import Any, Callable
 
 import alerts
 import pings
-from db import Database
-from errors import Conflict, DatabaseUnavailable
+from db import Database, utc_ms
+from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 from jobs import Job, JobContext
 from scheduling import App, ScheduleDefinition
 
 log = logging.getLogger("runner")
 
 WHOLE_OCCURRENCE = "*"  # JobRun.jobName of a record about a whole occurrence (e.g. skipped)
+RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
+CLOCK_SKEW_WARNING = timedelta(seconds=1)
 
 
 def utcnow() -> datetime:
@@ -77,13 +80,16 @@ class Presence:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.held: set[str] = set()
         self.registered = False
+        self.clock_skewed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat_forever, name=f"{worker_type}-heartbeat", daemon=True)
 
-    def register(self, now: datetime) -> None:
+    def register(self, now: datetime | None = None) -> None:
+        """Insert the WorkerInstance row (at the database's time unless `now` is given) and start beating."""
+        self.check_clock()
         self.db.insert("register_worker", id=self.id, worker_type=self.worker_type,
-                       hostname=socket.gethostname()[:255], pid=os.getpid(), now=now)
+                       hostname=socket.gethostname()[:255], pid=os.getpid(), now=now or self.db.now())
         self.registered = True
         self._thread.start()
 
@@ -104,6 +110,18 @@ class Presence:
             for schedule_id in held:
                 self.db.execute("renew_lock", id=schedule_id, owner=self.id, now=now)
 
+    def check_clock(self) -> None:
+        """Measure the database's clock; warn when ours starts (or stops) differing from it by over a second."""
+        offset = self.db.measure_clock()
+        skewed = abs(offset) > CLOCK_SKEW_WARNING
+        if skewed and not self.clock_skewed:
+            log.warning("[%s] this host's clock is %+.3fs off the database server's: leases and heartbeats follow "
+                        "the database's clock, but keep every host in sync with NTP", self.worker_type,
+                        -offset.total_seconds())
+        elif self.clock_skewed and not skewed:
+            log.info("[%s] this host's clock agrees with the database server's again", self.worker_type)
+        self.clock_skewed = skewed
+
     def stop(self, now: datetime) -> None:
         """Stop heartbeating and mark the row STOPPED (best effort: recovery handles a failure here)."""
         self._stop.set()
@@ -111,39 +129,49 @@ class Presence:
             self._thread.join(timeout=10)
         try:
             self.db.execute("stop_worker", id=self.id, now=now)
-        except DatabaseUnavailable as exc:
+        except RETRYABLE as exc:
             log.error("[%s] could not mark %s STOPPED: %s", self.worker_type, self.id, exc)
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.heartbeat_interval_s):
             try:
-                self.beat(utcnow())
+                self.check_clock()
+                self.beat(self.db.now())
             except Exception as exc:  # the database may be down; the next beat tries again
                 log.error("[%s] heartbeat failed: %s", self.worker_type, exc)
         self.db.close()
 
 
-def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Event) -> Any:
-    """Call fn until the database takes it, backing off up to 30 s, or until shutdown.
+def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Event,
+                       on_rejected: Callable[[ValueRejected], Any] | None = None) -> Any:
+    """Call fn until the database takes it, backing off up to 30 s; give up only at shutdown.
 
     Used for writes that must not be lost (a run's outcome, a lock's release): without them a run
-    would stay RUNNING, or a schedule locked, while this process is still alive.
+    would stay RUNNING, or a schedule locked, while this process is still alive. Lost connections and
+    busy databases (lock waits, deadlocks) are retried; a value refused for good is answered by
+    on_rejected, a plainer write of the same outcome, instead of leaving the run as it was.
     """
     delay = 0.5
     while True:
         try:
             return fn()
-        except DatabaseUnavailable as exc:
+        except ValueRejected as exc:
+            if on_rejected is None:
+                raise
+            log.error("[runner] %s: the database refused a value, storing a plainer outcome: %s", what, exc)
+            fn, on_rejected = functools.partial(on_rejected, exc), None
+        except RETRYABLE as exc:
             if stopping.is_set():
                 log.error("[runner] gave up %s at shutdown: %s (recovery will clean up)", what, exc)
                 raise
             log.error("[runner] %s failed, retrying in %.1fs: %s", what, delay, exc)
-            time.sleep(delay)
+            stopping.wait(delay)  # a stop signal ends the wait at once, for one last attempt
             delay = min(delay * 2, 30.0)
 
 
-def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str) -> None:
-    """Until `stopping`: call step(now) while it did work, then sleep pause() seconds.
+def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str,
+             clock: Callable[[], datetime] = utcnow) -> None:
+    """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds.
 
     A database outage or a bug in a step is logged and retried with backoff (up to 60 s): the
     process keeps going rather than dying with work half done.
@@ -151,7 +179,7 @@ def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopp
     backoff = 1.0
     while not stopping.is_set():
         try:
-            while step(utcnow()) and not stopping.is_set():
+            while step(clock()) and not stopping.is_set():
                 pass
             backoff = 1.0
             stopping.wait(pause())
@@ -207,8 +235,8 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
     def record(**fields: Any) -> int:
         row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
                "batch_id": batch_id, "attempt": 1, "worker_id": worker_id, "queued_at": None, "started_at": None,
-               "completed_at": None, "duration_ms": None, "error": None, "now": utcnow(), **fields}
-        return retry_until_stored("recording a run", lambda: db.insert("insert_run", **row), stopping)
+               "completed_at": None, "duration_ms": None, "error": None, "now": db.now(), **fields}
+        return retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
 
     for job in jobs:
         blocked = [dep for dep in job.depends_on if dep in not_completed]
@@ -220,17 +248,19 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
             outcome.runs.append({"id": run_id, "jobName": job.name, "status": "SKIPPED", "error": reason})
             log.warning("[%s] - %s skipped: %s", label, job.name, reason)
             continue
-        run_id = record(job_name=job.name, status="RUNNING", started_at=utcnow())
+        run_id = record(job_name=job.name, status="RUNNING", started_at=db.now())
         fields = {"scheduleId": schedule.id, "jobName": job.name, "runId": run_id}  # JSON logs' filterable fields
         log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
         status, error, completed, duration_ms = execute_job(job, ctx)
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
             "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms, error=error,
-        ), stopping)
+        ), stopping, on_rejected=lambda exc: db.execute(
+            "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms,
+            error=f"the job's error text was refused by the database ({exc}); see this process's log"))
         if not stored:
-            log.error("[%s] run %s was already marked failed by recovery (this process lost the database "
-                      "for longer than LOCK_TIMEOUT_MS); its result %s is not recorded", label, run_id, status)
+            log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
+                      "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id, status)
         log_result(label, job.name, status, duration_ms, error, fields)
         if status != "COMPLETED":
             not_completed[job.name] = "FAILED"
@@ -243,6 +273,20 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
     return outcome
 
 
+def insert_run_once(db: Database, row: dict[str, Any]) -> int:
+    """insert_run, safe to retry: after a connection lost at COMMIT the row may be there already."""
+    try:
+        return db.insert("insert_run", **row)
+    except DatabaseBusy:
+        raise
+    except Conflict:
+        found = db.fetch_one("find_run", schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
+                             job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
+        if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
+            raise  # not this attempt's row: the unique key refused a second run of the occurrence
+        return found["id"]
+
+
 def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, int]:
     """Call the job: (status, error with traceback, completed at, duration in ms). Never raises."""
     started = time.monotonic()
@@ -252,7 +296,7 @@ def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, i
         status = "COMPLETED"
     except Exception:
         status, error = "FAILED", traceback.format_exc()
-    return status, error, utcnow(), int((time.monotonic() - started) * 1000)
+    return status, error, ctx.db.now(), int((time.monotonic() - started) * 1000)
 
 
 def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
@@ -273,11 +317,11 @@ def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDe
     try:
         outcome = run_occurrence(db, app, schedule, scheduled_for, trigger, presence.id, stopping, label)
     finally:
+        presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
         released = retry_until_stored("releasing the schedule", lambda: db.execute(
-            "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=utcnow(),
+            "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=db.now(),
             succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok else 1,
         ), stopping)
-        presence.let_go(schedule.id)
         if not released:
             log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)
     return outcome

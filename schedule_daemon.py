@@ -27,8 +27,8 @@ import pings
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
 from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
-from runner import (Presence, recover, run_claimed, run_loop, skipped_record, sync_definitions, until_database_answers,
-                    utcnow)
+from runner import (Presence, recover, retry_until_stored, run_claimed, run_loop, skipped_record, sync_definitions,
+                    until_database_answers, utcnow)
 from health import check_health
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
@@ -36,6 +36,8 @@ from settings import Settings, configure_logging
 log = logging.getLogger("daemon")
 
 DUE_BATCH = 1000  # due schedules read per query; the loop drains batch after batch
+LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past its last one (contention delays beats)
+STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
 
 
 def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) -> bool:
@@ -51,9 +53,12 @@ class ScheduleDaemon:
         self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
+        # Bounded by LOCK_TIMEOUT_MS: past that a silent daemon is dead, whatever the margin says.
+        self.liveness_margin = min(LIVENESS_HEARTBEATS * self.heartbeat_interval, self.lock_timeout)
         self.stopping = threading.Event()
         self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
+        self.stalled = False  # the last pass saw due schedules and moved none of them
 
     # -- start and stop ------------------------------------------------------------------------------
 
@@ -78,16 +83,16 @@ class ScheduleDaemon:
         if self.settings.execution_mode == "queue":
             require_skip_locked(self.db)
         if not self.presence.registered:
-            self.presence.register(utcnow())
+            self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
-        report = sync_definitions(self.db, self.app, utcnow())
+        report = sync_definitions(self.db, self.app, self.db.now())
         log.info("[daemon] Synced %d schedule definitions from code (%d new, %d changed, %d not in code)",
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
         alerts.stop()
         pings.flush()
-        self.presence.stop(utcnow())
+        self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
 
@@ -99,60 +104,69 @@ class ScheduleDaemon:
     # -- the loop ------------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        run_loop(self.run_pass, self.pause, self.stopping, "daemon")
+        run_loop(self.run_pass, self.pause, self.stopping, "daemon", self.db.now)
 
     def pause(self) -> float:
-        sleep = self.seconds_until_next_pass(utcnow())
+        sleep = self.seconds_until_next_pass(self.db.now())
+        if self.stalled:  # whatever keeps them from being claimed, do not spin on them
+            sleep = max(sleep, min(STALLED_PAUSE_S, self.poll_interval.total_seconds()))
         log.debug("[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep, self.db.statements_issued)
         return sleep
 
     def run_once(self) -> None:
         """--once: run what is due now, then return."""
-        while self.run_pass(utcnow()) and not self.stopping.is_set():
+        while self.run_pass(self.db.now()) and not self.stopping.is_set():
             pass
 
     def run_pass(self, now: datetime) -> bool:
-        """Housekeeping, then every due schedule of one batch. True if any was due."""
+        """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
         if now >= self.next_recovery:
             recover(self.db, now, self.lock_timeout)
-            recover_queued_runs(self.db, self.app, now)
+            recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         self.follow_enablement(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
+        self.stalled = False
         if not due:
             return False
-        lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.heartbeat_interval)
+        lifetimes = self.db.fetch_all("daemon_lifetimes", since=min(r["nextRunAt"] for r in due) - self.liveness_margin)
         # Whole seconds for the skip decision: after downtime thousands of schedules share a few crons,
         # and one `now` per second lets them share cached cron results. An occurrence in the fraction
         # of a second left out simply becomes the next run, due at once.
         tick = now.replace(microsecond=0)
         to_run, to_skip = [], []
+        moved = 0
         for row in due:
             schedule = self.app.schedules.get(row["id"])
             if schedule is None:  # a row from a newer release's code; that release's daemons run it
-                self.db.execute("unschedule", id=row["id"], now=now)
+                moved += self.db.execute("unschedule", id=row["id"], now=now)
             elif (schedule.missed_run_policy == "SKIP" and row["nextRunAt"] <= tick
                   and self.missed(schedule, row["nextRunAt"], tick, lifetimes)):
                 to_skip.append((schedule, row["nextRunAt"]))
             else:
                 to_run.append((schedule, row["nextRunAt"]))
         if to_skip:
-            self.skip_missed(to_skip, tick)
+            moved += self.skip_missed(to_skip, tick)
         started = time.monotonic()
         for schedule, due_at in to_run:
             if self.stopping.is_set():
                 break
             elapsed = timedelta(seconds=time.monotonic() - started)  # earlier schedules' jobs took time
-            self.process_due(schedule, due_at, now + elapsed, lifetimes)
-        return True
+            moved += self.process_due(schedule, due_at, now + elapsed, lifetimes)
+        # A pass that moved nothing (others claimed it all, or a row no claim matches) is not work:
+        # counting it would run the next pass at once, and the next, at 100% CPU.
+        self.stalled = not moved
+        return bool(moved)
 
     def missed(self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]) -> bool:
         """Did the latest occurrence due by `now` fall due while no daemon was alive?"""
         latest = max(due, schedule.latest_at_or_before(now))
-        return not alive_at(lifetimes, latest, self.heartbeat_interval)
+        return not alive_at(lifetimes, latest, self.liveness_margin)
 
-    def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime]], now: datetime) -> None:
-        """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence."""
+    def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime]], now: datetime) -> int:
+        """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence.
+
+        Returns how many schedules moved on."""
         skipped = []
         with self.db.transaction():
             for schedule, due in schedules:
@@ -167,9 +181,12 @@ class ScheduleDaemon:
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
                         "(missed-run policy SKIP; recorded in their history): %s", len(skipped), names)
+        return len(skipped)
 
     def follow_enablement(self, now: datetime) -> None:
-        """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
+        """Follow what was done by SQL: times typed by hand, enabling (a first next run), disabling (none)."""
+        if self.db.normalise_typed_times():
+            log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         for row in self.db.fetch_all("disabled_with_next_run"):
             self.db.execute("unschedule", id=row["id"], now=now)
         for row in self.db.fetch_all("enabled_without_next_run"):
@@ -178,8 +195,8 @@ class ScheduleDaemon:
                 self.db.execute("schedule_first_run", id=schedule.id, next_run_at=schedule.next_after(now), now=now)
 
     def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
-                    lifetimes: list[dict[str, Any]]) -> None:
-        """Claim the latest due occurrence and run it once (inline) or queue it (queue mode).
+                    lifetimes: list[dict[str, Any]]) -> bool:
+        """Claim the latest due occurrence and run it once (inline) or queue it (queue mode); False if not ours.
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
         replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
@@ -188,22 +205,30 @@ class ScheduleDaemon:
         next_run_at = schedule.next_after(now)
         missed = self.missed(schedule, due, now, lifetimes)
         queue = self.settings.execution_mode == "queue"
+        batch_id = None
         coalesced = None
-        with self.db.transaction():
-            if queue:
-                claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at, now=now)
-            else:
-                claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                          owner=self.presence.id, now=now)
-            if claimed != 1:
-                return  # claimed, skipped or disabled by someone else since we read it
-            if latest > due:
-                reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
-                coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
-                                           self.presence.id, now)
-                self.db.execute("insert_skip_record", **coalesced)
-            if queue:
-                enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
+        try:
+            with self.db.transaction():
+                if queue:
+                    claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                                              now=now)
+                else:
+                    claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
+                                              owner=self.presence.id, now=now)
+                if claimed != 1:
+                    return False  # claimed, skipped or disabled by someone else since we read it
+                if latest > due:
+                    reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
+                    coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
+                                               reason + latest.isoformat(), self.presence.id, now)
+                    self.db.execute("insert_skip_record", **coalesced)
+                if queue:
+                    batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
+        except DatabaseUnavailable as exc:
+            if not self.claim_landed(schedule, batch_id):
+                raise
+            log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
+                        schedule.id, exc)
         if coalesced:
             alerts.occurrences_missed(self.db, [coalesced])
         if queue:
@@ -212,6 +237,17 @@ class ScheduleDaemon:
                      schedule.name, schedule.id, latest.isoformat())
         else:
             run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
+        return True
+
+    def claim_landed(self, schedule: ScheduleDefinition, batch_id: str | None) -> bool:
+        """After a connection lost mid-claim: did the COMMIT land? Read back the batch, or the schedule's lockedBy."""
+        def read_back() -> bool:
+            if self.settings.execution_mode == "queue":
+                return batch_id is not None and self.db.fetch_one("get_batch", id=batch_id) is not None
+            row = self.db.fetch_one("get_schedule", id=schedule.id)
+            return row is not None and row["lockedBy"] == self.presence.id
+
+        return bool(retry_until_stored("reading back a claim", read_back, self.stopping))
 
     def seconds_until_next_pass(self, now: datetime) -> float:
         """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
@@ -242,7 +278,7 @@ def check(app: App, now: datetime) -> None:
 def report_health(db: Database, settings: Settings) -> int:
     """--health: one line per problem, exit 1 if any (the design documents' checkScheduleDaemonHealth)."""
     try:
-        problems = check_health(db, settings, utcnow())["problems"]
+        problems = check_health(db, settings)["problems"]
     except DatabaseUnavailable as exc:
         problems = [f"the database does not answer: {exc}"]
     for problem in problems:
@@ -289,13 +325,13 @@ def main(argv: list[str] | None = None) -> int:
             check(app, utcnow())
             return 0
         if args.health:
-            return report_health(Database.from_url(settings.database_url), settings)
+            return report_health(settings.database(), settings)
         if args.worker:
-            return run_worker(Database.from_url(settings.database_url), app, settings)
+            return run_worker(settings.database(), app, settings)
         if not settings.daemon_enabled:
             log.info("[daemon] SCHEDULE_DAEMON_ENABLED=false: this process runs no schedules; exiting")
             return 0
-        db = Database.from_url(settings.database_url)
+        db = settings.database()
     except ScheduleJobsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from db import DEFAULT_DATABASE_URL
+from db import DEFAULT_DATABASE_URL, Database
 from errors import ConfigError
 
 
@@ -87,6 +87,7 @@ class Settings:
     poll_interval_ms: int
     heartbeat_interval_ms: int
     lock_timeout_ms: int
+    db_lock_wait_timeout_ms: int
     host: str
     port: int
     admin_token: str | None
@@ -116,6 +117,7 @@ class Settings:
             poll_interval_ms=_millis(env, "SCHEDULE_POLL_INTERVAL_MS", 60_000),
             heartbeat_interval_ms=_millis(env, "HEARTBEAT_INTERVAL_MS", 60_000),
             lock_timeout_ms=_millis(env, "LOCK_TIMEOUT_MS", 300_000),
+            db_lock_wait_timeout_ms=_millis(env, "DB_LOCK_WAIT_TIMEOUT_MS", 30_000),
             host=env.get("HOST") or "127.0.0.1",
             port=_port(env),
             admin_token=env.get("ADMIN_TOKEN") or None,
@@ -140,6 +142,10 @@ class Settings:
                 f"({settings.lock_timeout_ms}), or a live holder's lease could expire between two renewals"
             )
         return settings
+
+    def database(self) -> Database:
+        """The Database these settings name, with their lock wait timeout."""
+        return Database.from_url(self.database_url, self.db_lock_wait_timeout_ms)
 
 
 LOG_FIELDS = ("scheduleId", "jobName", "runId", "event")  # given with logging's extra={...}

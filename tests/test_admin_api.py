@@ -20,7 +20,7 @@ from runner import utcnow
 from scheduling import load_app
 from settings import Settings
 from tests.admin_client import ADMIN_TOKEN, JWT_SECRET, AdminServer, admin_jwt
-from tests.conftest import ROOT
+from tests.conftest import ROOT, operator_sql, wait_for
 
 
 @pytest.fixture
@@ -57,6 +57,35 @@ def test_list_merges_code_and_database_state(admin):
     times = [parse_time(t) for t in daily["nextRunTimes"]]
     assert len(times) == 5 and all(t.hour == 2 and t.minute == 0 for t in times) and times == sorted(times)
     assert schedules["feed-refresh"]["jobGroup"] == "feed" and schedules["feed-refresh"]["orphaned"] is False
+
+
+def test_list_is_served_with_an_etag_and_changes_whenever_a_row_changes(admin):
+    first = admin.request("GET", "/admin/schedules")
+    etag = first.headers["ETag"]
+    assert first.status == 200 and etag and first.headers["Cache-Control"] == "no-cache"
+    unchanged = admin.request("GET", "/admin/schedules", headers={"If-None-Match": etag})
+    assert unchanged.status == 304 and unchanged.raw == b"" and unchanged.headers["ETag"] == etag
+    # A change made behind the server's back (another process, an operator's SQL) shows at once.
+    operator_sql(admin.db, "UPDATE JobSchedule SET runCount = 7 WHERE id = 'feed-refresh'")
+    changed = admin.request("GET", "/admin/schedules", headers={"If-None-Match": etag})
+    assert changed.status == 200 and changed.headers["ETag"] != etag
+    assert {s["id"]: s["runCount"] for s in changed.body["schedules"]}["feed-refresh"] == 7
+    stale = admin.request("GET", "/admin/schedules", headers={"If-None-Match": '"not-it"'})
+    assert stale.status == 200 and stale.body == changed.body
+
+
+def test_listed_run_times_move_on_once_the_first_of_them_has_passed(database_url):
+    server = AdminServer(database_url, SCHEDULES_MODULE="tests.sample_app", APP_ENV="test")
+    try:
+        def first_upcoming():
+            listed = server.request("GET", "/admin/schedules").body["schedules"]
+            return min(parse_time(s["nextRunTimes"][0]) for s in listed if s["nextRunTimes"])
+
+        before = first_upcoming()
+        wait_for(lambda: utcnow() > before, 5, "the first listed run time to pass")
+        assert first_upcoming() > before
+    finally:
+        server.close()
 
 
 def test_rows_no_longer_in_code_are_listed_as_orphaned_and_never_runnable(admin):
