@@ -285,3 +285,55 @@ def test_queue_mode_alerts_each_failed_run_once_and_pings_start_and_fail(db, dae
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     assert_no_secret((tmp_path / "worker.log").read_text())
+
+
+def test_in_queue_mode_no_live_job_worker_is_daemon_down_too(db, receiver, monkeypatch):
+    settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook", "EXECUTION_MODE": "queue"})
+    service = AlertService(db, settings, "test")
+    at = now()
+    db.insert("register_worker", id="d1", worker_type="schedule_daemon", hostname="h", pid=1, now=at)
+    service.watch(at)
+    [(event, body)] = outbox(db)
+    assert event == "daemon_down" and "no live job worker" in body
+    db.insert("register_worker", id="w1", worker_type="job_worker", hostname="h", pid=2, now=at)
+    service.watch(at + timedelta(seconds=1))
+    assert [e for e, _ in outbox(db)] == ["daemon_down", "recovered"]
+
+
+def test_manual_runs_never_ping(receiver):
+    import pings
+
+    pings.started(receiver.url + "/ping/m", "MANUAL")
+    pings.finished(receiver.url + "/ping/m", "MANUAL", False)
+    pings.finished(receiver.url + "/ping/c", "CRON", True)  # pings go out in order: the manual ones would come first
+    wait_for(lambda: receiver.requests, 10, "the cron ping")
+    assert [r.path for r in receiver.requests] == ["/ping/c"]
+
+
+def test_two_watchdogs_racing_on_one_database_alert_daemon_down_once(db, database_url, receiver):
+    import threading
+
+    from db import Database
+    from errors import Conflict
+
+    settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook"})
+    services = [AlertService(Database.from_url(database_url), settings, f"watchdog-{i}") for i in range(2)]
+    start, at, lost = threading.Barrier(2), now(), []
+
+    def race(service: AlertService, offset_us: int) -> None:
+        start.wait()
+        for step in range(15):
+            try:  # the two see different instants, so their alerts' keys differ: only the lock can keep one
+                service.watch(at + timedelta(milliseconds=step, microseconds=offset_us))
+            except Conflict:  # a lost race is retried at the next round, as the alert thread does
+                lost.append(step)
+        service.db.close()
+
+    threads = [threading.Thread(target=race, args=(s, 300 * i)) for i, s in enumerate(services)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [e for e, _ in outbox(db)] == ["daemon_down"], f"lost races: {lost}"
+    [state] = [r for r in db.fetch_all("active_alert_states") if r["subject"] == "daemon_down"]
+    assert state["episode"] == 1
