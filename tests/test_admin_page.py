@@ -218,3 +218,27 @@ def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refre
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-overview.png"))
     browser.execute_script("document.querySelector('#history').scrollIntoView()")
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-history.png"))
+
+
+def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, monkeypatch):
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("TEST_JOB_SECONDS", "3")  # tests/alert_app.py's job, run inline by this in-process server
+    server = AdminServer(database_url, SCHEDULES_MODULE="tests.alert_app", APP_ENV="test")
+    try:
+        def texts(css):
+            return browser.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+
+        browser.get(server.url + "/admin")
+        browser.find_element(By.CSS_SELECTOR, "#token-input").send_keys(ADMIN_TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#token-submit").click()
+        wait_for(lambda: texts('tr[data-schedule-id="flaky"] .run-now'), 15, "the schedules")
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-schedule-id="flaky"] .run-now').click()
+        [running] = wait_for(lambda: texts("#run-now-runs tbody tr"), 10, "the run to show while it runs")
+        assert "flaky.work" in running and "RUNNING" in running
+        assert texts("#result") == ["Running flaky..."]
+        [done] = wait_for(lambda: [t for t in texts("#run-now-runs tbody tr") if "COMPLETED" in t], 20, "the run to end")
+        assert "flaky.work" in done and " s" in done  # with its duration
+        wait_for(lambda: texts("#result") == ["Schedule triggered: flaky: 1 succeeded, 0 failed"], 10, "the answer")
+    finally:
+        server.close()
