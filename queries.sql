@@ -422,6 +422,10 @@ UPDATE AlertOutbox SET status = 'SENT', sentAt = :now WHERE id = :id;
 -- A delivery failed: try again at :next_attempt_at, or give up (:status = 'GAVE_UP').
 UPDATE AlertOutbox SET status = :status, nextAttemptAt = :next_attempt_at, lastError = :error WHERE id = :id;
 
+-- name: prune_alerts
+-- Maintenance: alerts sent (or given up) before the retention period.
+DELETE FROM AlertOutbox WHERE createdAt < :before AND status <> 'PENDING';
+
 -- name: list_alerts
 -- Alerts, newest first.
 SELECT * FROM AlertOutbox ORDER BY id DESC LIMIT :limit;

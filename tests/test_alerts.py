@@ -337,3 +337,20 @@ def test_two_watchdogs_racing_on_one_database_alert_daemon_down_once(db, databas
     assert [e for e, _ in outbox(db)] == ["daemon_down"], f"lost races: {lost}"
     [state] = [r for r in db.fetch_all("active_alert_states") if r["subject"] == "daemon_down"]
     assert state["episode"] == 1
+
+
+def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
+    from jobs import JobContext
+    from jobs.maintenance import prune_history
+
+    at = now()
+    for key, age_days, status in (("old-sent", 40, "SENT"), ("old-pending", 40, "PENDING"), ("new-sent", 1, "SENT")):
+        db.execute("insert_alert", dedup_key=key, target="t", event="run_failed", schedule_id=None, run_id=None,
+                   body="{}", now=at - timedelta(days=age_days))
+        if status == "SENT":
+            db.execute("alert_sent", id=db.fetch_all("list_alerts", limit=1)[0]["id"], now=at)
+    run_id = db.insert("insert_run", job_name="maintenance.prune_history", trigger="CRON", schedule_id=None,
+                       scheduled_for=at, batch_id=None, attempt=1, status="RUNNING", worker_id=None, queued_at=None,
+                       started_at=at, completed_at=None, duration_ms=None, error=None, now=at)
+    prune_history(JobContext(run_id, "maintenance.prune_history", None, at, "CRON", 1, db))
+    assert sorted(a["dedupKey"] for a in db.fetch_all("list_alerts", limit=10)) == ["new-sent", "old-pending"]
