@@ -452,17 +452,18 @@ class AdminAPI:
         schedule_id = request.args["id"]
         if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
             raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
-        found, next_before = self.recent_occurrences(schedule_id, params["limit"] or 20, params["before"])
+        found, next_before = self.recent_occurrences(schedule_id, params["limit"] or 20, params["before"], OCCURRENCE_RUNS_READ)
         return 200, {"occurrences": found, "nextBefore": next_before}
 
-    def recent_occurrences(self, schedule_id: str, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
-        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before,
-                                 limit=OCCURRENCE_RUNS_READ)
+    def recent_occurrences(self, schedule_id: str, limit: int, before: int | None,
+                           read: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` occurrences from the latest `read` runs, and the `before` of the next page (None: no more)."""
+        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before, limit=read)
         found = group_occurrences([self.run_json(r) for r in rows])
-        if len(rows) == OCCURRENCE_RUNS_READ and len(found) > 1:
+        if len(rows) == read and len(found) > 1:
             found = found[:-1]  # the oldest group may have runs beyond what was read
         found = found[:limit]
-        more = len(rows) == OCCURRENCE_RUNS_READ or len(found) == limit
+        more = len(rows) == read or len(found) == limit
         return found, (min(r["id"] for o in found for r in o["runs"]) if found and more else None)
 
     def overview(self, request: Request) -> tuple[int, Any]:
@@ -473,7 +474,11 @@ class AdminAPI:
         ids = list(self.app.schedules) + sorted({r["id"] for r in self.db.fetch_all("list_schedules")} - set(self.app.schedules))
         schedules = []
         for schedule_id in ids:
-            strip, _ = self.recent_occurrences(schedule_id, 20, None)
+            # Twice the runs of 20 occurrences (retries, skip records) rather than OCCURRENCE_RUNS_READ:
+            # this runs for every schedule on every refresh of the page.
+            definition = self.app.schedules.get(schedule_id)
+            jobs = len(self.app.jobs_for(definition)) if definition else 1
+            strip, _ = self.recent_occurrences(schedule_id, 20, None, min(OCCURRENCE_RUNS_READ, 40 * max(jobs, 1) + 1))
             rate = rates.get(schedule_id)
             finished = [o for o in strip if o["status"] not in ("RUNNING", "QUEUED")]
             schedules.append({

@@ -54,6 +54,14 @@ class Event(str, Enum):
     RECOVERED = "recovered"
 
 
+class Delivery(str, Enum):
+    """AlertOutbox.status."""
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    GAVE_UP = "GAVE_UP"
+
+
 @dataclass(frozen=True)
 class Alert:
     """One event, as POSTed: `text` (Slack, Mattermost, Google Chat) and `content` (Discord) carry one human line."""
@@ -229,7 +237,7 @@ class AlertService:
             attempts = row["attempts"] + 1
             retry_at = done + timedelta(seconds=min(2.0 ** attempts, MAX_BACKOFF_S))
             gave_up = retry_at - row["createdAt"] > GIVE_UP_AFTER
-            self.db.execute("alert_failed", id=row["id"], status="GAVE_UP" if gave_up else "PENDING",
+            self.db.execute("alert_failed", id=row["id"], status=(Delivery.GAVE_UP if gave_up else Delivery.PENDING).value,
                             next_attempt_at=retry_at, error=error[:500])
             log.error("[alerts] %s to %s failed (attempt %d): %s; %s", row["event"], url_origin(url), attempts, error,
                       "giving up after 10 minutes" if gave_up else f"retrying at {retry_at.isoformat(timespec='seconds')}",
