@@ -81,7 +81,6 @@ COLUMN_LIMITS = {
     "note": ColumnLimit(500, Unit.CHARACTERS),     # AdminAudit.note VARCHAR(500)
 }
 CUT_MARKER = "\n[... {cut} {unit} cut to fit the column ...]\n"
-CUT_MARKER_ROOM = 64  # the marker's length, with room for any count
 
 
 def fit_column(value: str, limit: ColumnLimit) -> str:
@@ -91,7 +90,8 @@ def fit_column(value: str, limit: ColumnLimit) -> str:
     size = len(value) if limit.unit is Unit.CHARACTERS else len(encoded)
     if size <= limit.size:
         return value
-    room = limit.size - CUT_MARKER_ROOM
+    # The marker names how much was cut; reserving it with the whole size as the count is always enough.
+    room = limit.size - len(CUT_MARKER.format(cut=size, unit=limit.unit.value))
     head, tail = room // 2, room - room // 2  # the head says where it happened, the tail what (last line)
     marker = CUT_MARKER.format(cut=size - room, unit=limit.unit.value)
     if limit.unit is Unit.CHARACTERS:

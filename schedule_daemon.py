@@ -120,10 +120,15 @@ class ScheduleDaemon:
 
     def run_pass(self, now: datetime) -> bool:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
-        if now >= self.next_recovery:
+        housekeeping = now >= self.next_recovery
+        if housekeeping:
             recover(self.db, now, self.lock_timeout)
             recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
+        # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no
+        # claim matched (the last pass stalled) is what a time typed by hand looks like.
+        if (housekeeping or self.stalled) and self.db.normalise_typed_times():
+            log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         self.follow_enablement(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
         self.stalled = False
@@ -184,9 +189,7 @@ class ScheduleDaemon:
         return len(skipped)
 
     def follow_enablement(self, now: datetime) -> None:
-        """Follow what was done by SQL: times typed by hand, enabling (a first next run), disabling (none)."""
-        if self.db.normalise_typed_times():
-            log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
+        """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
         for row in self.db.fetch_all("disabled_with_next_run"):
             self.db.execute("unschedule", id=row["id"], now=now)
         for row in self.db.fetch_all("enabled_without_next_run"):
