@@ -354,3 +354,16 @@ def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
                        started_at=at, completed_at=None, duration_ms=None, error=None, now=at)
     prune_history(JobContext(run_id, "maintenance.prune_history", None, at, "CRON", 1, db))
     assert sorted(a["dedupKey"] for a in db.fetch_all("list_alerts", limit=10)) == ["new-sent", "old-pending"]
+
+
+@pytest.mark.parametrize("url", ["ftp://hc-ping.com/x", "hc-ping.com/x", "https://", "https://host:99999/x", 42])
+def test_a_bad_ping_url_is_a_definition_problem_naming_the_schedule_and_field(url):
+    from jobs import JobRegistry
+    from scheduling import ScheduleDefinition, schedule_problems
+
+    registry = JobRegistry()
+    registry.job(lambda ctx: None, group="g", name="g.job")
+    problems = schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url=url)], registry)
+    assert len(problems) == 1 and problems[0].startswith("schedule 'pinged': field 'ping_url':"), problems
+    assert schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url="https://hc-ping.com/5f1c")],
+                             registry) == []
