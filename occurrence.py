@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+import alerts
+import pings
 from db import Database, utc_ms
 from errors import Conflict, DatabaseBusy
 from records import JobCall, JobPool, RunRecord, RunStatus
@@ -140,6 +142,7 @@ class QueueExecutor:
         return batch_id is not None and self.db.fetch_one("get_batch", id=batch_id) is not None
 
     def start(self, schedule: ScheduleDefinition, occurrence: datetime, claimed_at: datetime) -> None:
+        pings.started(schedule.ping_url, "CRON")
         log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
                  schedule.name, schedule.id, occurrence.isoformat())
 
@@ -177,6 +180,7 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
     not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
     log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
              schedule.id, trigger, scheduled_for.isoformat())
+    pings.started(schedule.ping_url, trigger)
 
     def record(**fields: Any) -> int:
         row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
@@ -195,7 +199,8 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
             log.warning("[%s] - %s skipped: %s", label, job.name, reason)
             continue
         run_id = record(job_name=job.name, status=RunStatus.RUNNING.value, started_at=db.now())
-        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
+        fields = {"scheduleId": schedule.id, "jobName": job.name, "runId": run_id}  # JSON logs' filterable fields
+        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         result = pool.run(job, JobCall(run_id, job.name, schedule.id, scheduled_for, trigger, 1))
         status, error, completed, duration_ms = result.status, result.error, db.now(), result.duration_ms
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
@@ -207,12 +212,15 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
             log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
                       "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id,
                       status.value)
-        log_result(label, job.name, status.value, duration_ms, error)
+        log_result(label, job.name, status.value, duration_ms, error, fields)
         if status is not RunStatus.COMPLETED:
             not_completed[job.name] = RunStatus.FAILED.value
+            alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
         outcome.runs.append(RunRecord(run_id, job.name, status, error))
     log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
              outcome.count(RunStatus.COMPLETED), outcome.count(RunStatus.FAILED), outcome.count(RunStatus.SKIPPED))
+    alerts.occurrence_finished(db, schedule.id, trigger, outcome.ok)
+    pings.finished(schedule.ping_url, trigger, outcome.ok)
     return outcome
 
 

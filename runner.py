@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import alerts
 from db import Database
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 from scheduling import App
@@ -202,24 +203,29 @@ def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading
             backoff = min(backoff * 2, 60.0)
 
 
-def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
+def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
+               fields: dict[str, Any] | None = None) -> None:
     if status == "COMPLETED":
-        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
+        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms, extra=fields)
     else:
-        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
+        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1],
+                  extra=fields)
 
 
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
     """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks."""
     dead_before = now - lock_timeout
+    error = ("FAILED: the daemon or worker running this job died (no heartbeat for "
+             f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
     with db.transaction():
         if db.execute("mark_dead_workers", dead_before=dead_before):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
-        failed = db.execute("fail_runs_of_dead_workers", now=now,
-                            error="FAILED: the daemon or worker running this job died (no heartbeat for "
-                                  f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
+        orphans = db.fetch_all("inline_runs_of_dead_workers")
+        failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
+    for run in orphans:
+        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     for row in db.fetch_all("expired_locks", expired_before=dead_before):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
             log.warning("[recovery] freed the lock on %s held by %s since %s (lease expired)",

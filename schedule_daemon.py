@@ -24,7 +24,9 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import alerts
 import cron
+import pings
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
 from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
@@ -74,6 +76,7 @@ class ScheduleDaemon:
         """Migrate the schema, register, sync definitions: retried until the database answers."""
         log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
         until_database_answers("start-up", self._start_once, self.stopping, "daemon")
+        alerts.start(self.db, self.settings, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
         log.info("[daemon] Schedule daemon started (%d database statements so far)", self.db.statements_issued)
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
@@ -98,6 +101,8 @@ class ScheduleDaemon:
 
     def stop(self) -> None:
         self.executor.close()
+        alerts.stop()
+        pings.flush()
         self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
@@ -192,6 +197,7 @@ class ScheduleDaemon:
                                                   "no schedule daemon was running (missed-run policy SKIP)",
                                                   self.presence.id, now))
             self.db.execute_many("insert_skip_record", skipped)
+        alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
@@ -240,6 +246,7 @@ class ScheduleDaemon:
             latest = max(due, schedule.latest_at_or_before(now))
             missed = self.missed(schedule, due, now, lifetimes)
             batch_id = None
+            coalesced = None
             try:
                 with self.db.transaction():
                     if not self.executor.claim(schedule, due, schedule.next_after(now), now):
@@ -247,9 +254,9 @@ class ScheduleDaemon:
                     if latest > due:
                         reason = ("coalesced into the catch-up run of " if missed
                                   else "the daemon was late; coalesced into the run of ")
-                        self.db.execute("insert_skip_record", **skipped_record(
-                            schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
-                            self.presence.id, now))
+                        coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
+                                                   reason + latest.isoformat(), self.presence.id, now)
+                        self.db.execute("insert_skip_record", **coalesced)
                     batch_id = self.executor.within_claim(schedule, latest, now)
             except DatabaseUnavailable as exc:
                 if not retry_until_stored("reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id),
@@ -257,6 +264,8 @@ class ScheduleDaemon:
                     raise
                 log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going "
                             "on; %s", schedule.id, exc)
+            if coalesced:
+                alerts.occurrences_missed(self.db, [coalesced])
             self.executor.start(schedule, latest, now)
             started = True
             return True
@@ -326,7 +335,10 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     until_database_answers("start-up", lambda: (db.migrate(), worker.start()), worker.stopping, "worker")
+    alerts.start(db, settings, "worker")
     worker.run_forever()
+    alerts.stop()
+    pings.flush()
     return 0
 
 

@@ -436,7 +436,7 @@ def queue(bench: Bench) -> None:
                     time.sleep(0.05)
                 app = application(env)
                 schedule = app.schedules["bench-0"]
-                from queue_mode import enqueue_occurrence
+                from occurrence import enqueue_occurrence
 
                 base = datetime.now(timezone.utc).replace(microsecond=0)
                 started = time.perf_counter()
@@ -463,7 +463,7 @@ def queue(bench: Bench) -> None:
 
 def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
     """Enqueue one run every 50 ms into an idle worker's queue; the median wait until it started."""
-    from queue_mode import enqueue_occurrence
+    from occurrence import enqueue_occurrence
 
     base = datetime.now(timezone.utc) + timedelta(days=1)
     batches = []
