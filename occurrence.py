@@ -55,7 +55,8 @@ class InlineExecutor:
         self.runs: set[threading.Thread] = set()
 
     def prepare(self) -> None:
-        pass
+        """Warm the child pool in the background: the first occurrence then starts without a cold start."""
+        threading.Thread(target=self.pool.warm, name="warm-job-children", daemon=True).start()
 
     def reserve(self) -> bool:
         """Wait for one of SCHEDULE_CONCURRENCY slots before claiming; False at shutdown."""

@@ -139,6 +139,13 @@ class ChildPool:
             self._discard(child)
         return JobResult(status, error or None, int((time.monotonic() - started) * 1000))
 
+    def warm(self) -> None:
+        """Start the fork server and one idle child now (at start-up), so the first job pays no cold start."""
+        with self._lock:
+            if self._idle:
+                return
+        self._park(self._start())
+
     def end_runs_after_grace(self) -> None:
         """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
         timer = threading.Timer(self.settings.shutdown_grace_s, self.hard_stop.set)

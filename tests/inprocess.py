@@ -39,6 +39,9 @@ class InProcessPool:
         self.db.execute_many("insert_log", lines)
         return JobResult(status, error, int((time.monotonic() - started) * 1000))
 
+    def warm(self) -> None:
+        pass
+
     def end_runs_after_grace(self) -> None:
         pass
 
