@@ -19,9 +19,11 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,13 +36,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+import alerts
 import cron
+import metrics
 from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
-from runner import Presence, run_claimed, sync_definitions, utcnow
+from occurrence import enqueue_occurrence, run_now
+from records import RunStatus
+from runner import sync_definitions, utcnow
 from health import check_health
-from queue_mode import JobWorker, enqueue_occurrence
+from queue_mode import JobWorker
+from supervisor import ChildPool
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
 
@@ -49,6 +56,14 @@ log = logging.getLogger("admin")
 MAX_BODY_BYTES = 64 * 1024
 RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
 PAGE = (Path(__file__).resolve().parent / "admin_page.html").read_bytes()
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer that is not JSON (e.g. /metrics' text format)."""
+
+    payload: bytes
+    content_type: str
 
 
 @dataclass(frozen=True)
@@ -107,30 +122,44 @@ def describe_cron(expression: str) -> str:
 
 
 class Authenticator:
-    """Checks bearer tokens: the shared ADMIN_TOKEN, or an HS256 JWT with role ADMIN when JWT_SECRET is set."""
+    """Checks bearer tokens: the shared ADMIN_TOKEN, or an HS256 JWT with role ADMIN when JWT_SECRET is set.
 
-    def __init__(self, admin_token: str | None, jwt_secret: str | None):
+    A JWT with an `aud` claim is accepted only when JWT_AUDIENCE is set and the claim names it; with
+    JWT_AUDIENCE set, a JWT without `aud` is refused (a token minted for another service must not pass).
+    """
+
+    def __init__(self, admin_token: str | None, jwt_secret: str | None, jwt_audience: str | None = None):
         self.admin_token = admin_token
         self.jwt_secret = jwt_secret
+        self.jwt_audience = jwt_audience
 
     def actor(self, authorization: str | None) -> str:
         """Who is asking, or HTTPError 401/403."""
         challenge = {"WWW-Authenticate": 'Bearer realm="admin"'}
-        if not authorization or not authorization.startswith("Bearer "):
+        # RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the token.
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise HTTPError(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN or admin JWT>", challenge)
-        token = authorization[len("Bearer "):].strip()
         if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return "admin-token"
         if self.jwt_secret:
             import jwt
 
+            required = ["exp", "aud"] if self.jwt_audience else ["exp"]
             try:
-                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]})
+                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], audience=self.jwt_audience,
+                                    options={"require": required})
             except jwt.ExpiredSignatureError:
                 raise HTTPError(401, "unauthorized", "the token has expired",
                                 {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
-            except jwt.InvalidTokenError:
-                pass
+            except jwt.InvalidTokenError as exc:
+                # Audience errors come only after the signature checked out, so saying why is safe and helps.
+                if isinstance(exc, jwt.InvalidAudienceError) or getattr(exc, "claim", None) == "aud":
+                    hint = (f"this server accepts aud {self.jwt_audience!r}" if self.jwt_audience
+                            else "set JWT_AUDIENCE on the server to accept tokens with an 'aud' claim")
+                    raise HTTPError(401, "unauthorized", f"the token's audience is not accepted ({exc}; {hint})",
+                                    {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
             else:
                 if claims.get("role") != "ADMIN":
                     raise HTTPError(403, "forbidden", "this token is valid but its role is not ADMIN")
@@ -204,7 +233,7 @@ def body_fields(body: Any, allowed: dict[str, type], required: tuple[str, ...] =
 
 JSON_TYPE_NAMES = {bool: "boolean (true or false)", str: "string"}
 SCHEDULE_CODE_FIELDS = {"id", "name", "description", "cron", "timezone", "executionMode", "jobGroup", "environments",
-                        "missedRunPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
+                        "missedRunPolicy", "overlapPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
 
 
 # -- the API -------------------------------------------------------------------------------------------
@@ -218,7 +247,8 @@ class AdminAPI:
         self.app = app
         self.settings = settings
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
-        self.stopping = threading.Event()  # manual runs finish what they start, even at shutdown
+        self.stopping = threading.Event()  # set at SIGTERM: no new manual runs, the rest of one in hand is skipped
+        self.pool = ChildPool(db, settings, settings.schedules_module, "admin")  # manual runs' jobs run in its children
         self._list_lock = threading.Lock()
         self._schedule_list: CachedList | None = None
 
@@ -241,6 +271,7 @@ class AdminAPI:
             "executionMode": definition.execution_mode if definition else None,
             "jobGroup": definition.job_group if definition else None,
             "missedRunPolicy": definition.missed_run_policy if definition else None,
+            "overlapPolicy": definition.overlap_policy if definition else None,
             "jobs": [j.name for j in self.app.jobs_for(definition)] if definition else [],
             "orphaned": definition is None,
             "synced": bool(row),
@@ -310,29 +341,23 @@ class AdminAPI:
         definition = self.require_runnable(schedule_id)
         if self.settings.execution_mode == "queue":
             return self.enqueue_now(request, definition, body.get("note"))
-        presence = Presence(self.db, "admin_server", self.settings.heartbeat_interval_ms / 1000)
-        now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
-        with self.db.transaction():
-            if self.db.execute("claim_schedule_now", id=schedule_id, owner=presence.id, now=now) != 1:
-                holder = self.db.fetch_one("get_schedule", id=schedule_id)
-                raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
-                                f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
-            self.audit(request, "trigger", schedule_id, body.get("note"), now)
-        # Registered after the claim commits: a failed claim leaves no heartbeat thread behind. Until
-        # then the lock names an instance with no row; if this process dies there, the lease expires.
-        presence.register(now)
+        if self.stopping.is_set():
+            raise HTTPError(503, "shutting_down", "the admin server is shutting down: it starts no manual runs")
         log.info("[admin] %s triggered schedule %s", request.actor, schedule_id)
-        try:
-            outcome = run_claimed(self.db, self.app, presence, definition, now, "MANUAL", now, self.stopping, "admin")
-        finally:
-            presence.stop(utcnow())
+        outcome = run_now(self.db, self.app, self.pool, definition, "admin_server",
+                          self.settings.heartbeat_interval_ms / 1000, self.stopping, "admin",
+                          lambda now: self.audit(request, "trigger", schedule_id, body.get("note"), now))
+        if outcome is None:
+            holder = self.db.fetch_one("get_schedule", id=schedule_id)
+            raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
+                            f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
         return 200, {
             "message": "Schedule triggered",
-            "jobsExecuted": outcome.count("COMPLETED") + outcome.count("FAILED"),
-            "succeeded": outcome.count("COMPLETED"),
-            "failed": outcome.count("FAILED"),
-            "skipped": outcome.count("SKIPPED"),
-            "runs": [self.run_json(self.db.fetch_one("get_run", id=r["id"])) for r in outcome.runs],
+            "jobsExecuted": outcome.count(RunStatus.COMPLETED) + outcome.count(RunStatus.FAILED),
+            "succeeded": outcome.count(RunStatus.COMPLETED),
+            "failed": outcome.count(RunStatus.FAILED),
+            "skipped": outcome.count(RunStatus.SKIPPED),
+            "runs": [self.run_json(self.db.fetch_one("get_run", id=r.id)) for r in outcome.runs],
         }
 
     def enqueue_now(self, request: Request, definition: ScheduleDefinition, note: str | None) -> tuple[int, Any]:
@@ -370,7 +395,7 @@ class AdminAPI:
             "scheduleId": row["scheduleId"], "scheduledFor": iso(row["scheduledFor"]), "attempt": row["attempt"],
             "workerId": row["workerId"], "queuedAt": iso(row["queuedAt"]), "startedAt": iso(row["startedAt"]),
             "completedAt": iso(row["completedAt"]), "durationMs": row["durationMs"], "error": row["error"],
-            "createdAt": iso(row["createdAt"]),
+            "createdAt": iso(row["createdAt"]), "batchId": row["batchId"],
         }
 
     def runs_page(self, rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -434,6 +459,64 @@ class AdminAPI:
         query_params(request.query, {})
         return 200, check_health(self.db, self.settings)
 
+    # the operator's page and Prometheus
+
+    def occurrences(self, request: Request) -> tuple[int, Any]:
+        """A schedule's history grouped by occurrence, newest first, each with its runs."""
+        params = query_params(request.query, {"limit": positive_int(100), "before": positive_int(2**62)})
+        schedule_id = request.args["id"]
+        if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
+            raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
+        found, next_before = self.recent_occurrences(schedule_id, params["limit"] or 20, params["before"], OCCURRENCE_RUNS_READ)
+        return 200, {"occurrences": found, "nextBefore": next_before}
+
+    def recent_occurrences(self, schedule_id: str, limit: int, before: int | None,
+                           read: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` occurrences from the latest `read` runs, and the `before` of the next page (None: no more)."""
+        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before, limit=read)
+        found = group_occurrences([self.run_json(r) for r in rows])
+        if len(rows) == read and len(found) > 1:
+            found = found[:-1]  # the oldest group may have runs beyond what was read
+        found = found[:limit]
+        more = len(rows) == read or len(found) == limit
+        return found, (min(r["id"] for o in found for r in o["runs"]) if found and more else None)
+
+    def overview(self, request: Request) -> tuple[int, Any]:
+        """What the page's front shows: each schedule's last outcome, last 20 occurrences and 7-day success rate."""
+        query_params(request.query, {})
+        now = utcnow()
+        rates = {r["scheduleId"]: r for r in self.db.fetch_all("success_rate", since=now - timedelta(days=7))}
+        ids = list(self.app.schedules) + sorted({r["id"] for r in self.db.fetch_all("list_schedules")} - set(self.app.schedules))
+        schedules = []
+        for schedule_id in ids:
+            # Twice the runs of 20 occurrences (retries, skip records) rather than OCCURRENCE_RUNS_READ:
+            # this runs for every schedule on every refresh of the page.
+            definition = self.app.schedules.get(schedule_id)
+            jobs = len(self.app.jobs_for(definition)) if definition else 1
+            strip, _ = self.recent_occurrences(schedule_id, 20, None, min(OCCURRENCE_RUNS_READ, 40 * max(jobs, 1) + 1))
+            rate = rates.get(schedule_id)
+            finished = [o for o in strip if o["status"] not in ("RUNNING", "QUEUED")]
+            schedules.append({
+                "id": schedule_id,
+                "lastOutcome": finished[0]["status"] if finished else None,
+                "occurrences": [{k: v for k, v in o.items() if k != "runs"} for o in strip],
+                "successRate7d": None if not rate else {
+                    "total": rate["total"], "succeeded": int(rate["succeeded"]), "failed": int(rate["failed"]),
+                    "percent": round(int(rate["succeeded"]) / rate["total"] * 100, 2)},
+            })
+        failures = self.db.fetch_all("list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10)
+        return 200, {"schedules": schedules, "recentFailures": [self.run_json(r) for r in failures]}
+
+    def metrics(self, request: Request) -> tuple[int, Any]:
+        """Prometheus text format; METRICS_TOKEN (when set) or the admin credentials."""
+        authorization = request.handler.headers.get("Authorization") or ""
+        token = self.settings.metrics_token
+        if not (token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())):
+            request.handler.auth.actor(authorization or None)
+        query_params(request.query, {})
+        payload, content_type = metrics.render(self.db, self.app, self.settings, self.db.now())
+        return 200, RawBody(payload, content_type)
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         try:
             self.db.fetch_one("ping")
@@ -448,6 +531,50 @@ class AdminAPI:
         return 200, PAGE
 
 
+OCCURRENCE_RUNS_READ = 500  # runs read to build one page of occurrences
+FINISHED = ("COMPLETED", "FAILED", "SKIPPED")
+
+
+def group_occurrences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs (newest first, as run_json) grouped by occurrence, newest first, each with an overall status.
+
+    An occurrence is one batch (its jobs and their retries), or one skip record. Its status: RUNNING
+    or QUEUED while a job is; SKIPPED when every job was; FAILED when a job's latest attempt did not
+    complete; COMPLETED otherwise. Its error is the first failing job's last error line.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run.get("batchId") or f"run-{run['id']}", []).append(run)
+    found = []
+    for key, members in groups.items():
+        latest: dict[str, dict[str, Any]] = {}
+        for run in sorted(members, key=lambda r: r["attempt"]):
+            latest[run["jobName"]] = run
+        statuses = [r["status"] for r in latest.values()]
+        if "RUNNING" in statuses or "QUEUED" in statuses:
+            status = "RUNNING" if "RUNNING" in statuses else "QUEUED"
+        elif all(s == "SKIPPED" for s in statuses):
+            status = "SKIPPED"
+        elif all(s == "COMPLETED" for s in statuses):
+            status = "COMPLETED"
+        else:
+            status = "FAILED"
+        started = [r["startedAt"] for r in members if r["startedAt"]]
+        ended = [r["completedAt"] for r in members if r["completedAt"]]
+        failing = next((r for r in reversed(members) if r["status"] != "COMPLETED" and r["error"]), None)
+        start, end = min(started, default=None), max(ended, default=None)
+        found.append({
+            "key": key, "scheduleId": members[0]["scheduleId"], "scheduledFor": members[-1]["scheduledFor"],
+            "trigger": members[0]["trigger"], "status": status, "startedAt": start,
+            "completedAt": end if status in FINISHED else None,
+            "durationMs": (int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000)
+                           if start and end and status in FINISHED else None),
+            "error": failing["error"].strip().splitlines()[-1] if failing else None,
+            "runs": sorted(members, key=lambda r: r["id"]),
+        })
+    return found
+
+
 class Request:
     """What a handler needs of an HTTP request."""
 
@@ -459,7 +586,7 @@ class Request:
         self.remote_address = handler.client_address[0]
 
     def json(self, allow_empty: bool = False) -> Any:
-        raw = self.handler.read_body()
+        raw = self.handler.body
         if not raw.strip():
             if allow_empty:
                 return {}
@@ -468,6 +595,8 @@ class Request:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, "bad_request", "the body's JSON is nested too deeply") from None
 
 
 # (method, path pattern, handler name, needs authentication)
@@ -485,14 +614,31 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", r"/admin/workers", "workers", True),
     ("GET", r"/admin/audit", "audit_log", True),
     ("GET", r"/admin/health", "health", True),
+    ("GET", r"/admin/overview", "overview", True),
+    ("GET", r"/admin/schedules/(?P<id>[^/]+)/occurrences", "occurrences", True),
+    ("GET", r"/metrics", "metrics", False),  # checks METRICS_TOKEN or the admin credentials itself
 ]
 COMPILED_ROUTES = [(method, re.compile(pattern + r"/?\Z"), name, auth) for method, pattern, name, auth in ROUTES]
+
+
+class ClientGone(Exception):
+    """The client closed the connection, or was cut off by the idle timeout, before its request was in."""
 
 
 class AdminRequestHandler(BaseHTTPRequestHandler):
     server_version = "schedule-jobs-admin"
     api: AdminAPI
     auth: Authenticator
+    server: AdminHTTPServer
+    body = b""
+
+    def handle_one_request(self) -> None:
+        """One request on this connection; the idle deadline runs from here until its body is in."""
+        self.server.awaiting_request(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.request_received(self.connection)
 
     def __getattr__(self, name: str) -> Any:
         """http.server calls do_<METHOD>; every method goes through dispatch(), so unknown ones get a 405."""
@@ -504,6 +650,10 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         self.started = time.monotonic()
         parts = urllib.parse.urlsplit(self.path)
         try:
+            self.body = self.read_body()  # first: an unread body must not be parsed as the next request
+            # At EOF http.server takes a half-sent request for a whole one: never act on one the timeout cut.
+            if not self.server.request_received(self.connection):  # and a long "Run now" is not an idle client
+                raise ClientGone("cut off by ADMIN_IDLE_TIMEOUT_S before the request was complete")
             path = urllib.parse.unquote(parts.path)
             matches = [(m, pattern.match(path), name, auth) for m, pattern, name, auth in COMPILED_ROUTES]
             matches = [(m, match, name, auth) for m, match, name, auth in matches if match]
@@ -517,7 +667,9 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             _, match, name, needs_auth = chosen
             actor = self.auth.actor(self.headers.get("Authorization")) if needs_auth else "anonymous"
             status, body = getattr(self.api, name)(Request(self, match.groupdict(), parts.query, actor))
-            self.send_body(status, body)
+        except ClientGone as exc:
+            self.close_connection = True
+            log.debug("[admin] %s %s from %s: %s", method, parts.path, self.client_address[0], exc)
         except HTTPError as exc:
             self.send_body(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
         except DatabaseUnavailable as exc:
@@ -528,6 +680,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("[admin] %s %s failed: %r at %s:%s", method, parts.path, exc, where.filename, where.lineno)
             self.send_body(500, {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
+        else:  # not inside the try: a client that stopped reading must not turn into a second, 500 answer
+            self.send_body(status, body)
         finally:
             self.api.db.close()  # each request runs on its own thread; don't leave its connection behind
 
@@ -536,11 +690,18 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         if length is None:
             return b""
         if not length.isdigit():
+            self.close_connection = True
             raise HTTPError(400, "bad_request", "Content-Length must be a number")
         if int(length) > MAX_BODY_BYTES:
             self.close_connection = True
             raise HTTPError(413, "payload_too_large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-        return self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except (TimeoutError, OSError):
+            body = b""
+        if len(body) < int(length):
+            raise ClientGone(f"closed after {len(body)} of {length} body bytes (ADMIN_IDLE_TIMEOUT_S or the client)")
+        return body
 
     def send_body(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """The one way out for every answer: logs the request's line (no headers: tokens live there), then sends."""
@@ -551,6 +712,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
                 status = 304
         elif isinstance(body, bytes):
             payload, content_type = body, "text/html; charset=utf-8"
+        elif isinstance(body, RawBody):
+            payload, content_type = body.payload, body.content_type
         else:
             payload, content_type = json.dumps(body).encode(), "application/json"
         path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
@@ -578,6 +741,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (malformed request line, unsupported method) as JSON too."""
         self.close_connection = True
+        if not self.server.request_received(self.connection):
+            return  # what looks malformed was cut off by the idle timeout: nobody is listening for an answer
         self.send_body(code, {"error": {"code": "bad_request" if code < 500 else "error", "message": message or ""}})
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -593,7 +758,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServer:
+def make_server(settings: Settings, db: Database, app: App) -> AdminHTTPServer:
     """Check the auth configuration, sync definitions, and bind the server (not yet serving)."""
     admin_token = settings.admin_token
     if not admin_token and not settings.jwt_secret:
@@ -602,24 +767,105 @@ def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServ
                                     "set ADMIN_TOKEN (a long random string) or JWT_SECRET")
         admin_token = secrets.token_urlsafe(24)
         token_file = Path(".admin-token")
-        token_file.write_text(admin_token + "\n")
-        token_file.chmod(0o600)
+        write_private_file(token_file, admin_token + "\n")
         log.warning("[admin] no ADMIN_TOKEN or JWT_SECRET set: wrote a one-off token for this run to %s "
                     "(loopback only)", token_file.resolve())
     db.migrate()
     sync_definitions(db, app, utcnow())
-    return bind(settings.host, settings.port, AdminAPI(db, app, settings), Authenticator(admin_token, settings.jwt_secret))
+    return bind(settings.host, settings.port, AdminAPI(db, app, settings),
+                Authenticator(admin_token, settings.jwt_secret, settings.jwt_audience))
 
 
-def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> ThreadingHTTPServer:
-    """A ThreadingHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
-    handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth})
-    return AdminHTTPServer((host, port), handler)
+def write_private_file(path: Path, content: str) -> None:
+    """Write `content` to a new file that is mode 600 from its first byte and never a symbolic link's target."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # O_EXCL: fail on anything already there
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_file():
+            raise ScheduleJobsError(f"{path.resolve(strict=False)} exists and is not a regular file (a symbolic link?): "
+                                    "remove it, or set ADMIN_TOKEN") from None
+        path.unlink()  # the token of an earlier run; replaced, never rewritten in place
+        fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(content)
+
+
+def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> AdminHTTPServer:
+    """An AdminHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
+    idle_timeout = api.settings.admin_idle_timeout_s
+    # `timeout` bounds each socket operation, sending an answer to a client that does not read included;
+    # a second over the reaper's deadline so that the reaper alone closes idle readers (and counts them).
+    handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth, "timeout": idle_timeout + 1})
+    return AdminHTTPServer((host, port), handler, idle_timeout)
+
+
+def shut(connection: socket.socket) -> None:
+    """Shut a connection down from another thread: a recv() blocked on it returns at once."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by its handler
 
 
 class AdminHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that idle, slow or departed clients cannot stall.
+
+    Each request (line, headers and body) must be in within `idle_timeout` seconds of the connection
+    starting to wait for it, however slowly it trickles in: one reaper thread shuts down the connections
+    past their deadline, which frees their threads. When serving stops, every connection still waiting
+    for its request is shut down at once, so stopping waits only for requests in flight.
+    """
+
     request_queue_size = 128  # the default listen backlog of 5 drops connections under a burst of 50
     daemon_threads = False  # server_close() waits for requests in flight, manual runs included
+
+    def __init__(self, address: tuple[str, int], handler: type[AdminRequestHandler], idle_timeout: float):
+        super().__init__(address, handler)
+        self.idle_timeout = idle_timeout
+        self.waiting: dict[socket.socket, float] = {}  # connection -> monotonic deadline for its request
+        self.waiting_lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def awaiting_request(self, connection: socket.socket) -> None:
+        with self.waiting_lock:
+            if self.stopped.is_set():
+                shut(connection)
+            else:
+                self.waiting[connection] = time.monotonic() + self.idle_timeout
+
+    def request_received(self, connection: socket.socket) -> bool:
+        """Stop the connection's clock; False when it had run out (the request was cut off, not complete)."""
+        with self.waiting_lock:
+            return self.waiting.pop(connection, None) is not None
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.stopped.clear()
+        threading.Thread(target=self.reap_idle, name="admin-idle-reaper", daemon=True).start()
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            with self.waiting_lock:
+                self.stopped.set()
+                for connection in self.waiting:
+                    shut(connection)
+                self.waiting.clear()
+
+    def reap_idle(self) -> None:
+        while not self.stopped.wait(min(0.25, self.idle_timeout / 4)):
+            now = time.monotonic()
+            with self.waiting_lock:
+                expired = [connection for connection, deadline in self.waiting.items() if deadline <= now]
+                for connection in expired:
+                    del self.waiting[connection]
+                    shut(connection)
+            if expired:
+                log.info("[admin] closed %d connections that sent no complete request within %ss",
+                         len(expired), self.idle_timeout)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""
+        log.warning("[admin] connection from %s ended early: %r", client_address[0], sys.exc_info()[1])
 
 
 def main() -> int:
@@ -640,11 +886,20 @@ def main() -> int:
         log.info("[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms)
     else:
         log.info("[admin] Job worker disabled (EMBEDDED_JOB_WORKER is not true)")
+    alerts.start(db, settings, "admin")  # the web service stays up: its watchdog notices the only daemon gone
     host, port = server.server_address[:2]
     log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
              len(app.schedules))
+    api = server.RequestHandlerClass.api
+
     def shut_down(signum: int, _frame: Any) -> None:
-        log.info("[admin] %s received: finishing requests in flight, then stopping", signal.Signals(signum).name)
+        log.info("[admin] %s received: finishing requests in flight (manual runs get SHUTDOWN_GRACE_S, %ds), then "
+                 "stopping", signal.Signals(signum).name, settings.shutdown_grace_s)
+        api.stopping.set()
+        api.pool.end_runs_after_grace()
+        if worker is not None:
+            worker.stopping.set()
+            worker.pool.end_runs_after_grace()
         threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever: not on its thread
 
     signal.signal(signal.SIGTERM, shut_down)
@@ -653,7 +908,9 @@ def main() -> int:
     if worker is not None:
         worker.stopping.set()  # the worker finishes the job in hand and marks itself STOPPED
         worker.stopped.wait(timeout=60)
+    alerts.stop()
     server.server_close()
+    api.pool.close()
     log.info("[admin] Admin server stopped")
     return 0
 

@@ -81,6 +81,7 @@ def _parse(expression: str) -> croniter:
     return croniter(" ".join(fields), day_or=_days_either(fields))
 
 
+@lru_cache(maxsize=4096)  # thousands of schedules share a few dozen distinct fields
 def _field_problem(name: str, text: str, position: int, count: int) -> str | None:
     """What is wrong with one field on its own, naming it in words, or None."""
     where = f"{name} {quoted(text)}"

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import operator_connection, operator_sql
-from db import Database, load_migrations, parse_database_url, redact_url
-from errors import ConfigError, DatabaseUnavailable
+from db import ColumnLimit, Database, Unit, fit_column, load_migrations, parse_database_url, redact_url
+from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 
 NOW = datetime(2026, 1, 10, 2, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -134,3 +134,91 @@ def test_an_existing_version_1_database_upgrades_without_losing_rows(database_ur
     new.execute("insert_audit", now=NOW, actor="admin-token", action="enable", schedule_id="kept", note=None,
                 remote_address="127.0.0.1")
     assert [a["action"] for a in new.fetch_all("list_audit", before=None, limit=10)] == ["enable"]
+
+
+# -- error classes, column limits, typed times, the server's clock (issue 8) -------------------------------
+
+
+def test_a_lock_held_by_another_connection_past_the_wait_is_busy_not_lost(database_url, db):
+    impatient = Database.from_url(database_url, lock_wait_timeout_ms=100)
+    db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    holder = operator_connection(db)
+    cur = holder.cursor()
+    if db.kind == "sqlite":
+        cur.execute("BEGIN IMMEDIATE")
+    else:
+        holder.autocommit(False)
+        cur.execute("START TRANSACTION")
+        cur.execute("SELECT id FROM JobSchedule WHERE id = 'a' FOR UPDATE")
+    try:
+        with pytest.raises(DatabaseBusy):
+            impatient.execute("unschedule", id="a", now=NOW)
+    finally:
+        holder.rollback()
+        holder.close()
+    impatient.execute("enable_schedule", id="a", next_run_at=NOW, now=NOW)  # the same connection goes on
+    assert impatient.fetch_one("get_schedule", id="a")["enabled"]
+    impatient.close()
+
+
+def test_a_duplicate_is_a_conflict_but_not_busy(db):
+    db.execute("register_worker", id="w", worker_type="schedule_daemon", hostname="h", pid=1, now=NOW)
+    with pytest.raises(Conflict) as error:
+        db.execute("register_worker", id="w", worker_type="schedule_daemon", hostname="h", pid=1, now=NOW)
+    assert not isinstance(error.value, DatabaseBusy)
+
+
+def test_a_value_too_long_for_its_column_is_rejected_on_mysql(db):
+    if db.kind != "mysql":
+        pytest.skip("SQLite stores any length")
+    db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    with pytest.raises(ValueRejected, match="1406"):
+        db.execute("update_schedule_definition", id="a", name="N" * 201, cron="* * * * *", timezone="UTC",
+                   next_run_at=NOW, now=NOW)
+
+
+def test_text_the_program_writes_is_cut_to_its_column_on_both_backends(db):
+    db.execute("insert_audit", now=NOW, actor="x" * 250 + "-end", action="enable", schedule_id=None,
+               note=None, remote_address=None)
+    [entry] = db.fetch_all("list_audit", before=None, limit=10)
+    assert 195 <= len(entry["actor"]) <= 200 and entry["actor"].startswith("x" * 60) and entry["actor"].endswith("-end")
+    assert "cut to fit the column" in entry["actor"]
+
+
+@pytest.mark.parametrize("unit", list(Unit))
+def test_fit_column_against_a_brute_force_oracle(unit):
+    limit = ColumnLimit(100, unit)
+
+    def size(text: str) -> int:
+        return len(text) if unit is Unit.CHARACTERS else len(text.encode())
+
+    for alphabet in ("a", "é", "€", "😀", "aé😀"):
+        for length in range(0, 160):
+            value = (alphabet * length)[:length]
+            fitted = fit_column(value, limit)
+            if size(value) <= 100:
+                assert fitted == value
+                continue
+            assert size(fitted) <= 100 and "cut to fit the column" in fitted
+            head, marker_and_tail = fitted.split("\n[... ", 1)
+            tail = marker_and_tail.split(" ...]\n", 1)[1]
+            assert value.startswith(head) and value.endswith(tail) and len(head) + len(tail) > 0
+    assert fit_column("bad \udcff surrogate", limit) == "bad ? surrogate"
+
+
+def test_times_typed_by_sql_in_any_iso_form_read_as_the_same_instant(db):
+    if db.kind != "sqlite":
+        pytest.skip("MySQL's DATETIME(3) normalises whatever is written")
+    db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
+    for typed in ("2026-01-10 02:00:00", "2026-01-10T02:00:00Z", "2026-01-10T04:00:00+02:00", "2026-01-10 02:00:00.000"):
+        operator_sql(db, f"UPDATE JobSchedule SET enabled = true, nextRunAt = '{typed}' WHERE id = 'a'")
+        due = db.fetch_one("get_schedule", id="a")["nextRunAt"]
+        assert due == datetime(2026, 1, 10, 2, tzinfo=timezone.utc), typed
+        db.normalise_typed_times()
+        assert db.execute("skip_occurrences", id="a", due=due, next_run_at=NOW, now=NOW) == 1, typed
+
+
+def test_the_database_clock_is_measured_and_used(db):
+    offset = db.measure_clock()
+    assert abs(offset.total_seconds()) < 1  # one host: the test's clock is the database's
+    assert abs((db.now() - datetime.now(timezone.utc)).total_seconds()) < 1

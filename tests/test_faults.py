@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from health import check_health
-from queue_mode import enqueue_occurrence
+from occurrence import enqueue_occurrence
 from scheduling import load_app
 from settings import Settings
 from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
@@ -374,7 +374,9 @@ def cpu_seconds(pid: int) -> float:
 
 def test_a_next_run_typed_by_sql_without_milliseconds_is_claimed_without_spinning(db, processes):
     # Hourly, so only the typed time makes it due; RUN_ONCE, since that time is before the daemon started.
-    daemon = processes.start(TEST_CRON="0 * * * * 0", TEST_POLICY="RUN_ONCE")
+    # Heartbeats (and housekeeping) every 20 s: the pass after the one that could not claim it must see to it.
+    daemon = processes.start(TEST_CRON="0 * * * * 0", TEST_POLICY="RUN_ONCE", HEARTBEAT_INTERVAL_MS="20000",
+                             LOCK_TIMEOUT_MS="60000")
     enable(db)
     wait_for(lambda: "Schedule daemon started" in processes.log_of(daemon), 30, "the daemon to start")
     operator_sql(db, TYPED_BY_HAND[db.kind])
@@ -388,6 +390,28 @@ def test_a_next_run_typed_by_sql_without_milliseconds_is_claimed_without_spinnin
     assert used < 0.3, f"the daemon used {used:.0%} of a CPU while idle"
     assert not any("overdue" in p for p in problems(db))
     assert_each_occurrence_ran_once(processes)
+
+
+def test_a_pass_that_claims_nothing_is_not_work_and_the_next_one_normalises_typed_times(db):
+    from tests.test_daemon import make_app, make_daemon, register, tick
+
+    app, calls = make_app()
+    daemon = make_daemon(db, app)
+    at = now().replace(microsecond=0)
+    register(daemon, at - timedelta(hours=1))  # alive all along: the typed occurrence is late, not missed
+    db.execute("enable_schedule", id="every-minute", next_run_at=at + timedelta(hours=1), now=at)
+    typed = (at - timedelta(seconds=30)).strftime("%Y-%m-%d %H:%M:%S")  # no milliseconds, as a person types it
+    operator_sql(db, f"UPDATE JobSchedule SET nextRunAt = '{typed}' WHERE id = 'every-minute'")
+    daemon.next_recovery = at + timedelta(hours=1)  # no housekeeping in these passes
+    first = tick(daemon, at)
+    if db.kind == "sqlite":  # the text differs from the claim's: nothing claimed, so no "work", no spin
+        assert (first, daemon.stalled, calls) == (False, True, [])
+        assert daemon.pause() >= 1.0
+        assert tick(daemon, at) is True  # stalled: this pass rewrote the time first
+    else:  # DATETIME(3) stored it in its own form
+        assert first is True
+    assert [name for name, _ in calls] == ["a", "b", "c"] and not daemon.stalled
+    assert db.fetch_one("get_schedule", id="every-minute")["lockedAt"] is None
 
 
 # -- stop during backoff ---------------------------------------------------------------------------------
