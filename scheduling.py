@@ -22,6 +22,7 @@ EXECUTION_MODES = ("ALL_JOBS", "GROUP")
 MISSED_RUN_POLICIES = ("SKIP", "RUN_ONCE")
 OVERLAP_POLICIES = ("BUFFER_ONE", "SKIP")
 ENVIRONMENTS = ("development", "test", "staging", "production")
+NAME_MAX = 200  # JobSchedule.name is VARCHAR(200): MySQL refuses longer where SQLite would store it
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
         if s.id in seen:
             problems.append(f"{where}: field 'id': defined twice")
         seen.add(s.id)
+        if not isinstance(s.name, str) or not s.name.strip() or len(s.name) > NAME_MAX:
+            problems.append(f"{where}: field 'name': use 1 to {NAME_MAX} characters"
+                            + (f" (this one has {len(s.name)})" if isinstance(s.name, str) and s.name.strip() else ""))
         for field_name, check in (("cron", cron.cron_problem), ("timezone", cron.zone_problem)):
             value = getattr(s, field_name)
             problem = check(value) if isinstance(value, str) else f"must be a string, got {type(value).__name__}"

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from errors import quoted
+
 log = logging.getLogger("job")
+
+JOB_NAME_MAX = 100  # JobRun.jobName is VARCHAR(100): MySQL refuses longer where SQLite would store it
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # JobLog.level holds one of these
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class JobContext:
     emit: Callable[[str, str], None] = field(repr=False)
 
     def log(self, message: str, level: str = "INFO") -> None:
+        if level not in LOG_LEVELS:
+            raise ValueError(f"job {self.job_name!r}: ctx.log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
         self.emit(level, str(message))
 
 
@@ -75,6 +82,9 @@ class JobRegistry:
             job_name = name or f"{fn.__module__.removeprefix('jobs.')}.{fn.__name__}"
             if job_name in self.jobs:
                 self._problems.append(f"job {job_name!r}: declared twice")
+            if not job_name or len(job_name) > JOB_NAME_MAX:
+                self._problems.append(f"job {quoted(job_name)}: field 'name': use 1 to {JOB_NAME_MAX} characters "
+                                      f"(this one has {len(job_name)})")
             if not isinstance(retries, int) or retries < 0:
                 self._problems.append(f"job {job_name!r}: field 'retries': must be a non-negative integer")
             if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):

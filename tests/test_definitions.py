@@ -3,10 +3,12 @@
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 
-from errors import ConfigError, DefinitionError
+from errors import ConfigError, DefinitionError, quoted
+from jobs import JobContext
 from scheduling import load_app
 from tests.conftest import ROOT
 
@@ -162,3 +164,31 @@ def test_once_syncs_runs_nothing_due_and_exits(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Synced 4 schedule definitions from code (4 new" in result.stdout
     assert "stopped" in result.stdout
+
+
+def test_names_longer_than_their_columns_are_one_line_each_naming_schedule_job_and_field():
+    with pytest.raises(DefinitionError) as error:
+        load_app("tests.apps.too_long", "test")
+    assert error.value.problems == [
+        f"job {quoted('g.' + 'j' * 99)}: field 'name': use 1 to 100 characters (this one has 101)",
+        "schedule 'long-name': field 'name': use 1 to 200 characters (this one has 201)",
+    ]
+
+
+@pytest.mark.parametrize("args", [("--check",), ()])
+def test_check_and_daemon_refuse_names_longer_than_their_columns(tmp_path, args):
+    result = run_daemon(*args, SCHEDULES_MODULE="tests.apps.too_long", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert sum("field 'name': use 1 to 100 characters" in line for line in lines) == 1, result.stderr
+    assert sum(line.startswith("schedule 'long-name': field 'name'") for line in lines) == 1, result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_ctx_log_refuses_a_level_that_is_not_a_standard_name_naming_the_job():
+    lines = []
+    ctx = JobContext(1, "feed.refresh", "s", datetime.now(timezone.utc), "CRON", 1, None, lambda *line: lines.append(line))
+    ctx.log("fine", level="WARNING")
+    with pytest.raises(ValueError, match="job 'feed.refresh': ctx.log level 'VERBOSE_DETAIL' is not one of DEBUG, INFO"):
+        ctx.log("too chatty", level="VERBOSE_DETAIL")  # longer than JobLog.level's 10 characters on MySQL
+    assert lines == [("WARNING", "fine")]
