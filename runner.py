@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import alerts
 from db import Database
-from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
+from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ScheduleJobsError, ValueRejected
 from scheduling import App
 
 log = logging.getLogger("runner")
@@ -191,7 +191,11 @@ def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopp
 
 
 def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading.Event, label: str) -> None:
-    """Call fn until it gets through to the database (start-up steps), backing off up to 60 s."""
+    """Call fn until it gets through to the database (start-up steps), backing off up to 60 s.
+
+    Any other error of ours (a value the database refuses, a bad configuration) would fail the same way
+    on every retry: it ends the process with one line instead.
+    """
     backoff = 1.0
     while not stopping.is_set():
         try:
@@ -201,6 +205,8 @@ def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading
             log.error("[%s] %s: database unavailable, retrying in %.0fs: %s", label, what, backoff, exc)
             stopping.wait(backoff)
             backoff = min(backoff * 2, 60.0)
+        except ScheduleJobsError as exc:
+            raise SystemExit(f"error: [{label}] {what} failed and retrying cannot fix it: {exc}") from exc
 
 
 def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
