@@ -28,7 +28,7 @@ import alerts
 import cron
 import pings
 from db import Database
-from errors import DatabaseUnavailable, ScheduleJobsError
+from errors import DatabaseUnavailable, ScheduleJobsError, quoted
 from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
 from queue_mode import JobWorker, recover_queued_runs
 from records import JobPool
@@ -312,11 +312,24 @@ def report_health(db: Database, settings: Settings) -> int:
         problems = check_health(db, settings)["problems"]
     except DatabaseUnavailable as exc:
         problems = [f"the database does not answer: {exc}"]
+    except Exception as exc:  # an un-migrated database, a mistyped SQLite path: a finding, not a traceback
+        problems = [schema_problem(db) or f"the health check failed: {type(exc).__name__}: {quoted(exc, 200)}"]
     for problem in problems:
         print(f"UNHEALTHY: {problem}")
     if not problems:
         print("healthy")
     return 1 if problems else 0
+
+
+def schema_problem(db: Database) -> str | None:
+    """Why the health check cannot read this database, if it is that its tables were never created."""
+    try:
+        version = (db.fetch_one("get_schema_version") or {}).get("version")
+    except Exception:  # the version table itself is missing
+        version = None
+    if version:
+        return None
+    return f"the database has no schedule tables: has a daemon ever started on it? DATABASE_URL={db.url}"
 
 
 def run_worker(db: Database, app: App, settings: Settings) -> int:
