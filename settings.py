@@ -137,6 +137,7 @@ class Settings:
     alert_repeat_s: int
     metrics_token: str | None
     log_format: str
+    log_level: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -178,6 +179,7 @@ class Settings:
             alert_repeat_s=_count(env, "ALERT_REPEAT_S", 3600),
             metrics_token=env.get("METRICS_TOKEN") or None,
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+            log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS).upper(),
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(
@@ -206,10 +208,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+LOG_LEVELS = ("info", "debug", "warning", "error", "critical")  # the first is the default
+
+
 def configure_logging() -> None:
     """One line per event on stdout, as Railway's log view shows them: text, or JSON with LOG_FORMAT=json.
 
-    An unknown LOG_FORMAT falls back to text here; Settings.from_env() then reports it and the process exits 1.
+    An unknown LOG_FORMAT or LOG_LEVEL falls back to text or INFO here; Settings.from_env() then reports it and
+    the process exits 1.
     """
     handler = logging.StreamHandler(sys.stdout)
     if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
@@ -218,4 +224,5 @@ def configure_logging() -> None:
         formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
-    logging.basicConfig(handlers=[handler], level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    level = os.environ.get("LOG_LEVEL", "").strip().lower()
+    logging.basicConfig(handlers=[handler], level=(level if level in LOG_LEVELS else LOG_LEVELS[0]).upper())

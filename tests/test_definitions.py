@@ -151,6 +151,7 @@ def test_disabled_daemon_logs_why_and_exits_0(tmp_path):
     ({"SCHEDULE_POLL_INTERVAL_MS": "soon"}, "SCHEDULE_POLL_INTERVAL_MS must be a positive whole number"),
     ({"SCHEDULE_DAEMON_ENABLED": "maybe"}, "SCHEDULE_DAEMON_ENABLED must be true or false"),
     ({"HEARTBEAT_INTERVAL_MS": "200000"}, "must be at most half of LOCK_TIMEOUT_MS"),
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of info, debug, warning, error, critical, got 'verbose'"),
 ])
 def test_bad_configuration_is_one_line_and_exit_1(env, message):
     result = run_daemon(**env)
