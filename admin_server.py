@@ -44,7 +44,7 @@ from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
 from occurrence import enqueue_occurrence, run_now
 from records import RunStatus
-from runner import sync_definitions, utcnow
+from runner import sync_definitions, until_database_answers, utcnow
 from health import check_health
 from queue_mode import JobWorker
 from supervisor import ChildPool
@@ -881,7 +881,7 @@ def main() -> int:
     worker = None
     if settings.embedded_job_worker:
         worker = JobWorker(db, app, settings)
-        worker.start()
+        until_database_answers("embedded job worker start-up", worker.start, worker.stopping, "admin")
         threading.Thread(target=worker.run_forever, name="embedded-job-worker", daemon=True).start()
         log.info("[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms)
     else:

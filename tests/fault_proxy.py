@@ -55,6 +55,11 @@ class Connection:
         if payload[:1] != b"\x03":  # not COM_QUERY
             return
         sql = payload[1:].strip().upper()
+        if self.proxy.cut_marker is not None and self.proxy.cut_marker.upper() in sql:
+            self.proxy.cut_marker = None
+            self.proxy.cuts += 1
+            self.proxy.go_down()
+            raise OSError("cut before the statement reached the server")
         marker = self.proxy.marker
         if sql.startswith((b"START TRANSACTION", b"BEGIN")):
             self.marked = False
@@ -85,6 +90,7 @@ class FaultProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.marker: bytes | None = None
+        self.cut_marker: bytes | None = None
         self.down_for = 0.0
         self.down_until = 0.0
         self.cuts = 0
@@ -99,6 +105,12 @@ class FaultProxy:
         """Cut the connection at the COMMIT of the next transaction that sent `marker`; then refuse all for down_for s."""
         self.down_for = down_for
         self.marker = marker
+
+    def cut_at(self, marker: bytes, down_for: float = 0.0) -> None:
+        """Cut the connection at the next statement that contains `marker`, before it reaches the server; then
+        refuse all for down_for s."""
+        self.down_for = down_for
+        self.cut_marker = marker
 
     def is_down(self) -> bool:
         return time.monotonic() < self.down_until

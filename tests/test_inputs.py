@@ -1,12 +1,15 @@
 """Bad input and a database that is not what was expected end in one clear line and exit 1, never a traceback."""
 
 import os
+import signal
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
-from tests.conftest import ROOT, operator_sql
+from tests.conftest import ROOT, operator_sql, wait_for
+from tests.fault_proxy import FaultProxy
 
 
 def run(script, *args, **env):
@@ -35,3 +38,30 @@ def test_a_value_the_database_refuses_at_start_up_ends_the_daemon_with_one_line(
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stderr.splitlines()
     assert line.startswith("error: [daemon] start-up failed and retrying cannot fix it: MySQL error 1406"), line
+
+
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
+def test_the_embedded_worker_waits_for_the_database_at_start_up(db, database_url, tmp_path):
+    # The database goes away for 3 s at the worker's first statement (SELECT VERSION()), after the server's
+    # own start-up: the worker retries until it answers instead of ending the admin server with a traceback.
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = FaultProxy(parts.hostname, parts.port)
+    proxy.cut_at(b"SELECT VERSION()", down_for=3)
+    log_path = tmp_path / "admin.log"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "admin_server.py")], cwd=tmp_path, stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": proxy.url(parts.path.strip("/")),
+             "ADMIN_TOKEN": "t" * 32, "HOST": "127.0.0.1", "PORT": "0", "APP_ENV": "test",
+             "SCHEDULES_MODULE": "tests.sample_app", "EXECUTION_MODE": "queue", "EMBEDDED_JOB_WORKER": "true"})
+    try:
+        wait_for(lambda: process.poll() is not None or "listening on http://" in log_path.read_text(), 60,
+                 "the admin server to listen or end")
+        log = log_path.read_text()
+        assert process.poll() is None and "Traceback" not in log, log
+        assert proxy.cuts == 1 and "embedded job worker start-up: database unavailable, retrying" in log, log
+        assert operator_sql(db, "SELECT status FROM WorkerInstance WHERE workerType = 'job_worker'") == [("RUNNING",)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        proxy.close()
