@@ -106,14 +106,23 @@ def iso(value: datetime | None) -> str | None:
 
 @lru_cache(maxsize=4096)
 def describe_cron(expression: str) -> str:
-    """Human text for a cron expression ("At 02:00 AM"); cron-descriptor wants seconds first, croniter last."""
+    """Human text for a cron expression ("At 02:00 AM"), nicknames expanded; cron-descriptor wants seconds first,
+    croniter last. cron-descriptor joins two restricted day fields with "or"; under the Vixie rule this
+    project follows (cron.py), a day field starting with `*` makes them an AND, and the text says so."""
     from cron_descriptor import get_description
 
-    fields = expression.split()
-    if len(fields) == 6:
-        fields = fields[5:] + fields[:5]
+    fields = cron.fields_of(expression)
+    if len(fields) == 5:
+        fields = fields + ["0"]
+    seconds_first = fields[5:] + fields[:5]
+    day_of_week = fields[4]
     try:
-        return get_description(" ".join(fields))
+        if cron._days_either(fields) or "*" in (fields[2], day_of_week) or "?" in (fields[2], day_of_week):
+            return get_description(" ".join(seconds_first))  # an OR, or one day field is all days: as written
+        seconds_first[5] = "*"
+        days_of_month = get_description(" ".join(seconds_first))
+        weekdays = get_description(f"0 0 0 * * {day_of_week}").removeprefix(get_description("0 0 0 * * *"))
+        return f"{days_of_month}, but only when that day is also {weekdays.removeprefix(', ').removeprefix('only ')}"
     except Exception:  # the description is a nicety; the expression itself was validated at load
         return expression
 

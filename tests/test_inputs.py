@@ -5,9 +5,11 @@ import signal
 import subprocess
 import sys
 import urllib.parse
+from datetime import datetime
 
 import pytest
 
+from tests.admin_client import AdminServer
 from tests.conftest import ROOT, operator_sql, wait_for
 from tests.fault_proxy import FaultProxy
 
@@ -65,3 +67,20 @@ def test_the_embedded_worker_waits_for_the_database_at_start_up(db, database_url
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         proxy.close()
+
+
+def test_the_api_describes_a_nickname_and_days_that_must_both_match(tmp_path):
+    admin = AdminServer(f"sqlite:///{tmp_path / 'schedules.db'}", SCHEDULES_MODULE="tests.apps.cron_words",
+                        APP_ENV="test")
+    try:
+        response = admin.request("GET", "/admin/schedules")
+    finally:
+        admin.close()
+    assert response.status == 200
+    schedules = {s["id"]: s for s in response.body["schedules"]}
+    assert schedules["nickname"]["cronDescription"] == "At 12:00 AM"
+    odd_mondays = schedules["odd-mondays"]
+    assert odd_mondays["cronDescription"] == "At 12:00 PM, every 2 days, but only when that day is also on Monday"
+    runs = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in odd_mondays["nextRunTimes"]]
+    assert runs and all(t.weekday() == 0 and t.day % 2 == 1 for t in runs), runs  # what the words promise
+    assert schedules["fifteenth-or-monday"]["cronDescription"] == "At 12:00 PM, on day 15 of the month, or on Monday"
