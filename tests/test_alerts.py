@@ -369,3 +369,13 @@ def test_a_bad_ping_url_is_a_definition_problem_naming_the_schedule_and_field(ur
     assert len(problems) == 1 and problems[0].startswith("schedule 'pinged': field 'ping_url':"), problems
     assert schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url="https://hc-ping.com/5f1c")],
                              registry) == []
+
+
+def test_an_occurrence_skipped_by_the_overlap_policy_alerts_occurrence_missed(db, daemons, receiver):
+    daemons.start(**webhook_env(receiver, TEST_OVERLAP="SKIP", TEST_JOB_SECONDS="2.5"))
+    enable_flaky(db)
+    missed = wait_for(lambda: receiver.alerts("occurrence_missed"), 30, "occurrence_missed")
+    assert "previous run still running (overlap policy SKIP)" in missed[0]["text"]
+    skips = {r["id"] for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="flaky", job_name="*",
+                                           before=None, limit=100)}
+    assert missed[0]["runId"] in skips
