@@ -245,16 +245,31 @@ def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refre
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-history.png"))
 
 
-def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, monkeypatch):
+def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
     from selenium.webdriver.common.by import By
 
-    monkeypatch.setenv("TEST_JOB_SECONDS", "3")  # tests/alert_app.py's job, run inline by this in-process server
-    server = AdminServer(database_url, SCHEDULES_MODULE="tests.alert_app", APP_ENV="test")
+    from tests.conftest import ROOT
+
+    # A real admin server process: its jobs run in supervised children, which take their environment from it.
+    log_path = tmp_path / "admin.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "admin_server.py")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "APP_ENV": "test",
+                 "SCHEDULES_MODULE": "tests.alert_app", "TEST_JOB_SECONDS": "3", "ADMIN_TOKEN": ADMIN_TOKEN, "PORT": "0"})
     try:
+        url = wait_for(lambda: re.search(r"listening on (http://[0-9.:]+)/admin", log_path.read_text()), 30,
+                       "the admin server to listen").group(1)
+
         def texts(css):
             return browser.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
 
-        browser.get(server.url + "/admin")
+        browser.get(url + "/admin")
         browser.find_element(By.CSS_SELECTOR, "#token-input").send_keys(ADMIN_TOKEN)
         browser.find_element(By.CSS_SELECTOR, "#token-submit").click()
         wait_for(lambda: texts('tr[data-schedule-id="flaky"] .run-now'), 15, "the schedules")
@@ -266,4 +281,5 @@ def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, datab
         assert "flaky.work" in done and " s" in done  # with its duration
         wait_for(lambda: texts("#result") == ["Schedule triggered: flaky: 1 succeeded, 0 failed"], 10, "the answer")
     finally:
-        server.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
