@@ -214,14 +214,17 @@ class ScheduleDaemon:
             if schedule is None or schedule.overlap_policy != "SKIP":
                 continue
             latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
+            skip = None
             with self.db.transaction():
                 if self.db.execute("skip_while_locked", id=schedule.id, due=row["nextRunAt"],
                                    next_run_at=schedule.next_after(now), now=now) == 1:
-                    self.db.execute("insert_skip_record", **skipped_record(
-                        schedule.id, row["nextRunAt"], latest, "previous run still running (overlap policy SKIP)",
-                        self.presence.id, now))
+                    skip = skipped_record(schedule.id, row["nextRunAt"], latest,
+                                          "previous run still running (overlap policy SKIP)", self.presence.id, now)
+                    self.db.execute("insert_skip_record", **skip)
                     log.warning("[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
                                 schedule.id, latest.isoformat())
+            if skip:
+                alerts.occurrences_missed(self.db, [skip])
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""

@@ -1,7 +1,8 @@
 """A test application for alerts and pings (SCHEDULES_MODULE=tests.alert_app), steered by environment.
 
 Its one job `flaky.work` fails always (TEST_FAIL=always), never (never, the default), or on the
-occurrences of odd seconds (odd), after sleeping TEST_JOB_SECONDS. The schedule pings TEST_PING_URL when that is set.
+occurrences of odd seconds (odd), after sleeping TEST_JOB_SECONDS. The schedule's overlap policy is
+TEST_OVERLAP (default BUFFER_ONE); it pings TEST_PING_URL when that is set.
 """
 
 import os
@@ -31,5 +32,6 @@ schedules = [
         execution_mode="GROUP",
         job_group="flaky",
         ping_url=os.environ.get("TEST_PING_URL") or None,
+        overlap_policy=os.environ.get("TEST_OVERLAP", "BUFFER_ONE"),
     ),
 ]

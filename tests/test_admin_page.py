@@ -119,6 +119,20 @@ def test_a_wrong_token_brings_the_sign_in_form_back(browser, admin):
     assert browser.find_element(By.CSS_SELECTOR, "#login").is_displayed()
 
 
+def click_fresh(browser, css: str) -> None:
+    """Click what `css` finds now: the page re-renders every few seconds, so a found element can go stale."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def attempt():
+        try:
+            browser.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    wait_for(attempt, 15, f"{css} to be clickable")
+
+
 def seed_occurrence(db, schedule_id: str, at: datetime, statuses: list[tuple[str, str]], log_line: str | None = None) -> list[int]:
     """One cron occurrence at `at` with a run per (job, status); '*' SKIPPED is a skip record. Returns the run ids."""
     batch = None if statuses[0][0] == "*" else str(uuid.uuid4())
@@ -137,6 +151,7 @@ def seed_occurrence(db, schedule_id: str, at: datetime, statuses: list[tuple[str
 
 
 def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refresh(browser, admin, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -180,28 +195,37 @@ def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refre
     completed = sum(1 for status, ids in seeded for _ in ids if status == "COMPLETED") + 1  # the two-job one's first job
     assert texts(f"{row_css} .success-rate")[0].startswith(f"{round(completed / len(rows) * 100, 2)}%")
 
-    failed_cell = browser.find_elements(By.CSS_SELECTOR, f'{row_css} .occ[data-status="FAILED"]')[-1]
-    browser.execute_script("arguments[0].focus()", failed_cell)  # as Tab would: each cell is in the tab order
-    assert failed_cell.get_attribute("tabindex") == "0"
-    tip = failed_cell.find_element(By.CSS_SELECTOR, ".tip")
-    assert tip.is_displayed() and "RuntimeError: feed.refresh_feeds broke" in tip.text and "took 1.5 s" in tip.text
-    assert "FAILED" in failed_cell.get_attribute("aria-label")
-    ActionChains(browser).move_to_element(find(f"{row_css} .occ:first-child")).perform()
-    assert find(f"{row_css} .occ:first-child .tip").is_displayed()
+    # Focus the last failed cell, as Tab would, and read its tooltip in one script: no refresh in between.
+    tab_index, shown, tip, label = browser.execute_script("""
+        const cell = [...document.querySelectorAll(arguments[0])].pop();
+        cell.focus();
+        const tip = cell.querySelector('.tip');
+        return [cell.tabIndex, getComputedStyle(tip).display !== 'none', tip.innerText, cell.getAttribute('aria-label')];
+    """, f'{row_css} .occ[data-status="FAILED"]')
+    assert tab_index == 0 and shown and "RuntimeError: feed.refresh_feeds broke" in tip and "took 1.5 s" in tip
+    assert label.startswith("FAILED")
+
+    def hover_shows_the_tip():
+        try:
+            ActionChains(browser).move_to_element(find(f"{row_css} .occ:first-child")).perform()
+            return find(f"{row_css} .occ:first-child .tip").is_displayed()
+        except StaleElementReferenceException:
+            return False
+    wait_for(hover_shows_the_tip, 15, "the tooltip on hover")
 
     failures = texts("#failures tbody tr")
     failed_ids = [r["id"] for r in db.fetch_all("list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10)]
     assert len(failures) == len(failed_ids) and all(f"#{i}" in t for i, t in zip(failed_ids, failures))
 
-    find(f"{row_css} .history").click()
+    click_fresh(browser, f"{row_css} .history")
     two_jobs = seeded[21][1]
     key = wait_for(lambda: browser.execute_script(
         "const d = [...document.querySelectorAll('details.occurrence')].find(d => d.innerText.includes('2 runs'));"
         "return d && d.dataset.key"), 15, "the grouped history")
-    find(f'details.occurrence[data-key="{key}"] > summary').click()
+    click_fresh(browser, f'details.occurrence[data-key="{key}"] > summary')
     jobs = wait_for(lambda: texts(f'details.occurrence[data-key="{key}"] table.jobs tbody tr'), 15, "its jobs")
     assert len(jobs) == 2 and "COMPLETED" in jobs[0] and "FAILED" in jobs[1]
-    find(f'details.job[data-run-id="{two_jobs[1]}"] > summary').click()
+    click_fresh(browser, f'details.job[data-run-id="{two_jobs[1]}"] > summary')
     wait_for(lambda: "occurrence 21 log line" in "".join(texts(f'details.job[data-run-id="{two_jobs[1]}"] pre')), 15, "its log lines")
 
     # Auto-refresh: a new failure shows up on its own; what was opened stays open.
@@ -210,30 +234,46 @@ def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refre
     wait_for(lambda: browser.execute_script(
         "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.status).pop()", f"{row_css} .occ") == "FAILED",
         10, "the strip to end with the new failure")
-    assert find(f'details.occurrence[data-key="{key}"]').get_attribute("open") is not None
-    assert find(f'details.job[data-run-id="{two_jobs[1]}"]').get_attribute("open") is not None
+    still_open = "return [...arguments].map(css => document.querySelector(css).open)"
+    assert browser.execute_script(still_open, f'details.occurrence[data-key="{key}"]',
+                                  f'details.job[data-run-id="{two_jobs[1]}"]') == [True, True]
     assert "occurrence 21 log line" in "".join(texts(f'details.job[data-run-id="{two_jobs[1]}"] pre'))
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.execute_script("arguments[0].focus()", find(f"{row_css} .occ:last-child"))
+    browser.execute_script("document.querySelector(arguments[0]).focus()", f"{row_css} .occ:last-child")
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-overview.png"))
     browser.execute_script("document.querySelector('#history').scrollIntoView()")
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-history.png"))
 
 
-def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, monkeypatch):
+def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
     from selenium.webdriver.common.by import By
 
-    monkeypatch.setenv("TEST_JOB_SECONDS", "3")  # tests/alert_app.py's job, run inline by this in-process server
-    server = AdminServer(database_url, SCHEDULES_MODULE="tests.alert_app", APP_ENV="test")
+    from tests.conftest import ROOT
+
+    # A real admin server process: its jobs run in supervised children, which take their environment from it.
+    log_path = tmp_path / "admin.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "admin_server.py")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "APP_ENV": "test",
+                 "SCHEDULES_MODULE": "tests.alert_app", "TEST_JOB_SECONDS": "3", "ADMIN_TOKEN": ADMIN_TOKEN, "PORT": "0"})
     try:
+        url = wait_for(lambda: re.search(r"listening on (http://[0-9.:]+)/admin", log_path.read_text()), 30,
+                       "the admin server to listen").group(1)
+
         def texts(css):
             return browser.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
 
-        browser.get(server.url + "/admin")
+        browser.get(url + "/admin")
         browser.find_element(By.CSS_SELECTOR, "#token-input").send_keys(ADMIN_TOKEN)
         browser.find_element(By.CSS_SELECTOR, "#token-submit").click()
         wait_for(lambda: texts('tr[data-schedule-id="flaky"] .run-now'), 15, "the schedules")
-        browser.find_element(By.CSS_SELECTOR, 'tr[data-schedule-id="flaky"] .run-now').click()
+        click_fresh(browser, 'tr[data-schedule-id="flaky"] .run-now')
         [running] = wait_for(lambda: texts("#run-now-runs tbody tr"), 10, "the run to show while it runs")
         assert "flaky.work" in running and "RUNNING" in running
         assert texts("#result") == ["Running flaky..."]
@@ -241,4 +281,5 @@ def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, datab
         assert "flaky.work" in done and " s" in done  # with its duration
         wait_for(lambda: texts("#result") == ["Schedule triggered: flaky: 1 succeeded, 0 failed"], 10, "the answer")
     finally:
-        server.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
