@@ -168,9 +168,10 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
         pytest.skip("SQLite has one writer at a time (BEGIN IMMEDIATE): no deadlocks; busy is the test above")
     hold = tmp_path / "hold"
     hold.touch()
-    processes.start(EXECUTION_MODE="queue")
+    # A generous LOCK_TIMEOUT_MS: on a loaded machine a late heartbeat must not pass the worker for dead.
+    processes.start(EXECUTION_MODE="queue", LOCK_TIMEOUT_MS="15000")
     worker = processes.start("--worker", EXECUTION_MODE="queue", TEST_HOLD_FILE=str(hold),
-                             DB_LOCK_WAIT_TIMEOUT_MS="20000")
+                             DB_LOCK_WAIT_TIMEOUT_MS="20000", LOCK_TIMEOUT_MS="15000")
     enable(db)
     run = first_running_run(db)
     conn = operator_connection(db)
@@ -183,11 +184,16 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
     cur.execute("SELECT id FROM JobBatch WHERE id = %s FOR UPDATE", (run["batchId"],))
     hold.unlink()  # the worker finishes: it locks the run's row, then waits for the batch row we hold
 
-    def worker_waits_on_the_batch() -> bool:
-        rows = operator_sql(db, "SELECT trx_query FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
-        return any("JobBatch" in (query or "") for (query,) in rows)
+    transactions: list = []
 
-    wait_for(worker_waits_on_the_batch, 20, "the worker to wait for the batch row")
+    def worker_waits_on_the_batch() -> bool:
+        transactions[:] = operator_sql(db, "SELECT trx_state, trx_query FROM information_schema.INNODB_TRX")
+        return any(state == "LOCK WAIT" and "JobBatch" in (query or "") for state, query in transactions)
+
+    try:
+        wait_for(worker_waits_on_the_batch, 30, "the worker to wait for the batch row")
+    except AssertionError:
+        raise AssertionError(f"transactions: {transactions}; worker log: {processes.log_of(worker)}") from None
     cur.execute("SELECT id FROM JobRun WHERE id = %s FOR UPDATE", (run["id"],))  # the cycle: InnoDB picks a victim
     wait_for(lambda: "Deadlock" in processes.log_of(worker), 20, "the worker's transaction to be the deadlock victim")
     wait_for(lambda: any("has been queued for" in p for p in problems(db, HEALTH_MAX_QUEUE_AGE_S="1")), 20,
