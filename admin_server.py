@@ -19,9 +19,11 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -107,30 +109,44 @@ def describe_cron(expression: str) -> str:
 
 
 class Authenticator:
-    """Checks bearer tokens: the shared ADMIN_TOKEN, or an HS256 JWT with role ADMIN when JWT_SECRET is set."""
+    """Checks bearer tokens: the shared ADMIN_TOKEN, or an HS256 JWT with role ADMIN when JWT_SECRET is set.
 
-    def __init__(self, admin_token: str | None, jwt_secret: str | None):
+    A JWT with an `aud` claim is accepted only when JWT_AUDIENCE is set and the claim names it; with
+    JWT_AUDIENCE set, a JWT without `aud` is refused (a token minted for another service must not pass).
+    """
+
+    def __init__(self, admin_token: str | None, jwt_secret: str | None, jwt_audience: str | None = None):
         self.admin_token = admin_token
         self.jwt_secret = jwt_secret
+        self.jwt_audience = jwt_audience
 
     def actor(self, authorization: str | None) -> str:
         """Who is asking, or HTTPError 401/403."""
         challenge = {"WWW-Authenticate": 'Bearer realm="admin"'}
-        if not authorization or not authorization.startswith("Bearer "):
+        # RFC 7235: the scheme is case-insensitive and one or more spaces separate it from the token.
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise HTTPError(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN or admin JWT>", challenge)
-        token = authorization[len("Bearer "):].strip()
         if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return "admin-token"
         if self.jwt_secret:
             import jwt
 
+            required = ["exp", "aud"] if self.jwt_audience else ["exp"]
             try:
-                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]})
+                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], audience=self.jwt_audience,
+                                    options={"require": required})
             except jwt.ExpiredSignatureError:
                 raise HTTPError(401, "unauthorized", "the token has expired",
                                 {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
-            except jwt.InvalidTokenError:
-                pass
+            except jwt.InvalidTokenError as exc:
+                # Audience errors come only after the signature checked out, so saying why is safe and helps.
+                if isinstance(exc, jwt.InvalidAudienceError) or getattr(exc, "claim", None) == "aud":
+                    hint = (f"this server accepts aud {self.jwt_audience!r}" if self.jwt_audience
+                            else "set JWT_AUDIENCE on the server to accept tokens with an 'aud' claim")
+                    raise HTTPError(401, "unauthorized", f"the token's audience is not accepted ({exc}; {hint})",
+                                    {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
             else:
                 if claims.get("role") != "ADMIN":
                     raise HTTPError(403, "forbidden", "this token is valid but its role is not ADMIN")
@@ -459,7 +475,7 @@ class Request:
         self.remote_address = handler.client_address[0]
 
     def json(self, allow_empty: bool = False) -> Any:
-        raw = self.handler.read_body()
+        raw = self.handler.body
         if not raw.strip():
             if allow_empty:
                 return {}
@@ -468,6 +484,8 @@ class Request:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, "bad_request", "the body's JSON is nested too deeply") from None
 
 
 # (method, path pattern, handler name, needs authentication)
@@ -489,10 +507,24 @@ ROUTES: list[tuple[str, str, str, bool]] = [
 COMPILED_ROUTES = [(method, re.compile(pattern + r"/?\Z"), name, auth) for method, pattern, name, auth in ROUTES]
 
 
+class ClientGone(Exception):
+    """The client closed the connection, or was cut off by the idle timeout, before its request was in."""
+
+
 class AdminRequestHandler(BaseHTTPRequestHandler):
     server_version = "schedule-jobs-admin"
     api: AdminAPI
     auth: Authenticator
+    server: AdminHTTPServer
+    body = b""
+
+    def handle_one_request(self) -> None:
+        """One request on this connection; the idle deadline runs from here until its body is in."""
+        self.server.awaiting_request(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.request_received(self.connection)
 
     def __getattr__(self, name: str) -> Any:
         """http.server calls do_<METHOD>; every method goes through dispatch(), so unknown ones get a 405."""
@@ -504,6 +536,10 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         self.started = time.monotonic()
         parts = urllib.parse.urlsplit(self.path)
         try:
+            self.body = self.read_body()  # first: an unread body must not be parsed as the next request
+            # At EOF http.server takes a half-sent request for a whole one: never act on one the timeout cut.
+            if not self.server.request_received(self.connection):  # and a long "Run now" is not an idle client
+                raise ClientGone("cut off by ADMIN_IDLE_TIMEOUT_S before the request was complete")
             path = urllib.parse.unquote(parts.path)
             matches = [(m, pattern.match(path), name, auth) for m, pattern, name, auth in COMPILED_ROUTES]
             matches = [(m, match, name, auth) for m, match, name, auth in matches if match]
@@ -517,7 +553,9 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             _, match, name, needs_auth = chosen
             actor = self.auth.actor(self.headers.get("Authorization")) if needs_auth else "anonymous"
             status, body = getattr(self.api, name)(Request(self, match.groupdict(), parts.query, actor))
-            self.send_body(status, body)
+        except ClientGone as exc:
+            self.close_connection = True
+            log.debug("[admin] %s %s from %s: %s", method, parts.path, self.client_address[0], exc)
         except HTTPError as exc:
             self.send_body(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
         except DatabaseUnavailable as exc:
@@ -528,6 +566,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("[admin] %s %s failed: %r at %s:%s", method, parts.path, exc, where.filename, where.lineno)
             self.send_body(500, {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
+        else:  # not inside the try: a client that stopped reading must not turn into a second, 500 answer
+            self.send_body(status, body)
         finally:
             self.api.db.close()  # each request runs on its own thread; don't leave its connection behind
 
@@ -536,11 +576,18 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         if length is None:
             return b""
         if not length.isdigit():
+            self.close_connection = True
             raise HTTPError(400, "bad_request", "Content-Length must be a number")
         if int(length) > MAX_BODY_BYTES:
             self.close_connection = True
             raise HTTPError(413, "payload_too_large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-        return self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except (TimeoutError, OSError):
+            body = b""
+        if len(body) < int(length):
+            raise ClientGone(f"closed after {len(body)} of {length} body bytes (ADMIN_IDLE_TIMEOUT_S or the client)")
+        return body
 
     def send_body(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """The one way out for every answer: logs the request's line (no headers: tokens live there), then sends."""
@@ -578,6 +625,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (malformed request line, unsupported method) as JSON too."""
         self.close_connection = True
+        if not self.server.request_received(self.connection):
+            return  # what looks malformed was cut off by the idle timeout: nobody is listening for an answer
         self.send_body(code, {"error": {"code": "bad_request" if code < 500 else "error", "message": message or ""}})
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -593,7 +642,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServer:
+def make_server(settings: Settings, db: Database, app: App) -> AdminHTTPServer:
     """Check the auth configuration, sync definitions, and bind the server (not yet serving)."""
     admin_token = settings.admin_token
     if not admin_token and not settings.jwt_secret:
@@ -602,24 +651,105 @@ def make_server(settings: Settings, db: Database, app: App) -> ThreadingHTTPServ
                                     "set ADMIN_TOKEN (a long random string) or JWT_SECRET")
         admin_token = secrets.token_urlsafe(24)
         token_file = Path(".admin-token")
-        token_file.write_text(admin_token + "\n")
-        token_file.chmod(0o600)
+        write_private_file(token_file, admin_token + "\n")
         log.warning("[admin] no ADMIN_TOKEN or JWT_SECRET set: wrote a one-off token for this run to %s "
                     "(loopback only)", token_file.resolve())
     db.migrate()
     sync_definitions(db, app, utcnow())
-    return bind(settings.host, settings.port, AdminAPI(db, app, settings), Authenticator(admin_token, settings.jwt_secret))
+    return bind(settings.host, settings.port, AdminAPI(db, app, settings),
+                Authenticator(admin_token, settings.jwt_secret, settings.jwt_audience))
 
 
-def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> ThreadingHTTPServer:
-    """A ThreadingHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
-    handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth})
-    return AdminHTTPServer((host, port), handler)
+def write_private_file(path: Path, content: str) -> None:
+    """Write `content` to a new file that is mode 600 from its first byte and never a symbolic link's target."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # O_EXCL: fail on anything already there
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_file():
+            raise ScheduleJobsError(f"{path.resolve(strict=False)} exists and is not a regular file (a symbolic link?): "
+                                    "remove it, or set ADMIN_TOKEN") from None
+        path.unlink()  # the token of an earlier run; replaced, never rewritten in place
+        fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(content)
+
+
+def bind(host: str, port: int, api: AdminAPI, auth: Authenticator) -> AdminHTTPServer:
+    """An AdminHTTPServer answering with `api` behind `auth`; port 0 picks a free port."""
+    idle_timeout = api.settings.admin_idle_timeout_s
+    # `timeout` bounds each socket operation, sending an answer to a client that does not read included;
+    # a second over the reaper's deadline so that the reaper alone closes idle readers (and counts them).
+    handler = type("Handler", (AdminRequestHandler,), {"api": api, "auth": auth, "timeout": idle_timeout + 1})
+    return AdminHTTPServer((host, port), handler, idle_timeout)
+
+
+def shut(connection: socket.socket) -> None:
+    """Shut a connection down from another thread: a recv() blocked on it returns at once."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by its handler
 
 
 class AdminHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that idle, slow or departed clients cannot stall.
+
+    Each request (line, headers and body) must be in within `idle_timeout` seconds of the connection
+    starting to wait for it, however slowly it trickles in: one reaper thread shuts down the connections
+    past their deadline, which frees their threads. When serving stops, every connection still waiting
+    for its request is shut down at once, so stopping waits only for requests in flight.
+    """
+
     request_queue_size = 128  # the default listen backlog of 5 drops connections under a burst of 50
     daemon_threads = False  # server_close() waits for requests in flight, manual runs included
+
+    def __init__(self, address: tuple[str, int], handler: type[AdminRequestHandler], idle_timeout: float):
+        super().__init__(address, handler)
+        self.idle_timeout = idle_timeout
+        self.waiting: dict[socket.socket, float] = {}  # connection -> monotonic deadline for its request
+        self.waiting_lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def awaiting_request(self, connection: socket.socket) -> None:
+        with self.waiting_lock:
+            if self.stopped.is_set():
+                shut(connection)
+            else:
+                self.waiting[connection] = time.monotonic() + self.idle_timeout
+
+    def request_received(self, connection: socket.socket) -> bool:
+        """Stop the connection's clock; False when it had run out (the request was cut off, not complete)."""
+        with self.waiting_lock:
+            return self.waiting.pop(connection, None) is not None
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.stopped.clear()
+        threading.Thread(target=self.reap_idle, name="admin-idle-reaper", daemon=True).start()
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            with self.waiting_lock:
+                self.stopped.set()
+                for connection in self.waiting:
+                    shut(connection)
+                self.waiting.clear()
+
+    def reap_idle(self) -> None:
+        while not self.stopped.wait(min(0.25, self.idle_timeout / 4)):
+            now = time.monotonic()
+            with self.waiting_lock:
+                expired = [connection for connection, deadline in self.waiting.items() if deadline <= now]
+                for connection in expired:
+                    del self.waiting[connection]
+                    shut(connection)
+            if expired:
+                log.info("[admin] closed %d connections that sent no complete request within %ss",
+                         len(expired), self.idle_timeout)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""
+        log.warning("[admin] connection from %s ended early: %r", client_address[0], sys.exc_info()[1])
 
 
 def main() -> int:

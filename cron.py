@@ -9,33 +9,138 @@ does across daylight-saving changes, because croniter's own time-zone handling h
 - a wall time repeated by a fall-back change (01:30 on the first Sunday of November) fires once, the
   first time it occurs, not again an hour later.
 
-Expressions have 5 fields, or 6 with seconds last (croniter's form) for sub-minute schedules.
+So a wall time maps to an instant with the offset in force before any change it is caught in
+(`_instant`). That map is increasing except across a spring-forward change, where the skipped wall
+times fire in the same span of instants as the first wall times after the gap; `next_after` and
+`latest_at_or_before` look at both sides there. Every tzdata zone changes offset at most once in
+any two days (checked for 1970-2037), so one change is looked for near an instant.
+
+Expressions have 5 fields, or 6 with seconds LAST (croniter's form), or are one of the nicknames
+@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly. Day of month and day of week
+follow Vixie cron: when both are restricted a day matching either fires; a field that starts with
+`*` is unrestricted, so `*/2` in day of month with `1` in day of week means odd days that are Mondays.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+from errors import quoted
 
 UTC = timezone.utc
 _TINY = timedelta(microseconds=1)
+_HOUR = 3600
+_NEVER_FIRES_FROM = datetime(2000, 1, 1)  # any fixed date: the Gregorian calendar repeats every 400 years
+
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+FIELDS = ("minute", "hour", "day of month", "month", "day of week", "second")  # croniter's order: seconds last
+_ALLOWED = {"minute": "0-59", "hour": "0-23", "day of month": "1-31 or L", "month": "1-12 or jan-dec",
+            "day of week": "0-7 or sun-sat", "second": "0-59"}
+_NAMES = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+_NAMES.update({name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
+def fields_of(expression: str) -> list[str]:
+    """The fields of `expression`, a nickname replaced by the 5 fields it stands for."""
+    return NICKNAMES.get(expression.strip().lower(), expression).split()
+
+
+def _days_either(fields: list[str]) -> bool:
+    """Vixie cron: a day matching either day field fires when both are restricted; a field starting with
+    `*` (or croniter's `?`) is unrestricted, and then both must match."""
+    return not fields[2].startswith(("*", "?")) and not fields[4].startswith(("*", "?"))
+
+
+@lru_cache(maxsize=4096)
+def _parse(expression: str) -> croniter:
+    """A parsed expression, days combined the Vixie way. Parsing is half of croniter's cost, so once each."""
+    fields = fields_of(expression)
+    return croniter(" ".join(fields), day_or=_days_either(fields))
+
+
+@lru_cache(maxsize=4096)  # thousands of schedules share a few dozen distinct fields
+def _field_problem(name: str, text: str, position: int, count: int) -> str | None:
+    """What is wrong with one field on its own, naming it in words, or None."""
+    where = f"{name} {quoted(text)}"
+    for item in text.split(","):
+        base = item.split("/")[0].strip().lower()
+        if base in ("r", "h") or base.startswith(("r(", "h(")):
+            return (f"{where}: R (random) and H (hashed) are not supported: each process would pick a different "
+                    "time; write the value you want")
+        start, dash, end = base.partition("-")
+        if dash and (start.isdigit() or start in _NAMES) and (end.isdigit() or end in _NAMES):
+            first, last = (int(v) if v.isdigit() else _NAMES[v] for v in (start, end))
+            if first > last:
+                return f"{where}: range {start}-{end} starts after it ends; write it as two ranges joined by a comma"
+    probe = ["*"] * count
+    probe[position] = text
+    try:
+        croniter(" ".join(probe))
+    except (CroniterError, ValueError, KeyError, IndexError):
+        return f"{where} is not valid (use {_ALLOWED[name]}, '*', lists a,b, ranges a-b and steps */n)"
+    return None
+
+
+def _never_fires_reason(fields: list[str]) -> str:
+    """Why croniter finds no date: the usual case is a day of month that none of the months has."""
+    days = [int(d) for d in fields[2].split(",") if d.isdigit()]
+    months = [int(m) if m.isdigit() else _NAMES.get(m.lower(), 0) for m in fields[3].split(",")]
+    if days and len(days) == len(fields[2].split(",")) and all(1 <= m <= 12 for m in months):
+        names = ", ".join(_MONTHS[m - 1] for m in months)
+        return f"day of month {quoted(fields[2])} never occurs in month {quoted(fields[3])} ({names})"
+    return "no date matches its day of month, month and day of week together"
 
 
 @lru_cache(maxsize=4096)
 def cron_problem(expression: str) -> str | None:
-    """None when `expression` is a valid 5- or 6-field cron expression, else what is wrong with it."""
-    fields = expression.split()
+    """None when `expression` can be scheduled, else one line saying which field is wrong and why."""
+    fields = fields_of(expression)
+    if expression.strip().startswith("@") and len(fields) == 1:
+        return f"{quoted(expression)} is not a known nickname (use {', '.join(NICKNAMES)})"
     if len(fields) not in (5, 6):
-        return f"{expression!r} has {len(fields)} fields; use 5 (minute hour day month weekday) or 6 (... seconds)"
+        return (f"{quoted(expression)} has {len(fields)} fields; use 5 (minute hour day-of-month month "
+                f"day-of-week) or 6 (the same, then second)")
+    for position, (name, text) in enumerate(zip(FIELDS, fields)):
+        problem = _field_problem(name, text, position, len(fields))
+        if problem is not None:
+            return problem
     try:
-        croniter(expression)
-    except (ValueError, KeyError) as exc:
-        return f"{expression!r} is not a valid cron expression: {exc}"
+        croniter(" ".join(fields), _NEVER_FIRES_FROM, day_or=_days_either(fields)).get_next(datetime)
+    except CroniterBadDateError:
+        return f"{quoted(expression)} can never fire: {_never_fires_reason(fields)}"
+    except (CroniterError, ValueError, KeyError, IndexError) as exc:  # a combination no single field shows
+        return f"{quoted(expression)} is not a valid cron expression ({type(exc).__name__})"
     return None
+
+
+def seconds_last_warning(expression: str) -> str | None:
+    """Words for a 6-field expression that fires every second of restricted minutes, which is rarely meant.
+
+    croner, Quartz, Spring and node-cron put seconds first, so `*/10 * * * * *` written for them means
+    every tenth second; read here (seconds last) it fires 60 times in every tenth minute.
+    """
+    fields = fields_of(expression)
+    if len(fields) != 6 or cron_problem(expression) is not None:
+        return None
+    minutes, seconds = _parse(expression).expanded[0], _parse(expression).expanded[5]
+    if seconds != ["*"] and len(seconds) < 60 or minutes == ["*"] or len(minutes) == 60:
+        return None
+    listed = ",".join(str(m) for m in minutes[:12]) + (",..." if len(minutes) > 12 else "")
+    meant = " ".join(fields[1:] + fields[:1])
+    return (f"6 fields are read with seconds LAST: {quoted(expression)} fires every second (60 times) during "
+            f"minute{'s' if len(minutes) > 1 else ''} {listed} of each matching hour; if the first field was meant as seconds, write {quoted(meant)}")
 
 
 @lru_cache(maxsize=1024)
@@ -44,17 +149,73 @@ def zone_problem(name: str) -> str | None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        return f"{name!r} is not a known IANA time zone (e.g. 'UTC', 'Europe/Paris', 'America/New_York')"
+        return f"{quoted(name)} is not a known IANA time zone (e.g. 'UTC', 'Europe/Paris', 'America/New_York')"
     return None
 
 
-_WALKER_LOCK = threading.Lock()  # walkers are stateful; the admin server calls in from many threads
+# -- from wall times to instants ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Change:
+    """The zone's offset goes from `before` to `after` at the UTC instant `at`."""
+
+    at: datetime
+    before: timedelta
+    after: timedelta
+
+    @property
+    def size(self) -> timedelta:
+        return abs(self.after - self.before)
+
+    @property
+    def spring_forward(self) -> bool:
+        return self.after > self.before
+
+    @property
+    def wall_end(self) -> datetime:
+        """The first wall time read with the new offset: past the gap, or past the repeated span."""
+        return (self.at + max(self.before, self.after)).replace(tzinfo=None)
+
+
+def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset
 
 
 @lru_cache(maxsize=4096)
-def _walker(expression: str) -> croniter:
-    """A parsed expression. Parsing is half of croniter's cost, so each is parsed once and re-aimed."""
-    return croniter(expression)
+def _change_near(zone_name: str, hour: int) -> _Change | None:
+    """The offset change between 25 hours before and 1 hour after the start of UTC hour `hour`, if any.
+
+    That window holds the change behind any skipped or repeated wall time near the hour: no gap or
+    repetition is longer than a day. Changes happen on whole seconds, so bisecting seconds finds it exactly.
+    """
+    zone = ZoneInfo(zone_name)
+    low, high = (hour - 25) * _HOUR, (hour + 1) * _HOUR
+    before = _offset(datetime.fromtimestamp(low, UTC), zone)
+    after = _offset(datetime.fromtimestamp(high, UTC), zone)
+    if before == after:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(datetime.fromtimestamp(middle, UTC), zone) == before:
+            low = middle
+        else:
+            high = middle
+    return _Change(datetime.fromtimestamp(high, UTC), before, after)
+
+
+def _change_at(instant: datetime, zone_name: str) -> _Change | None:
+    return _change_near(zone_name, int(instant.timestamp()) // _HOUR)
+
+
+def _overlap(instant: datetime, zone_name: str) -> _Change | None:
+    """The spring-forward change whose skipped wall times fire in a span that holds `instant`, if any."""
+    change = _change_at(instant, zone_name)
+    if change is not None and change.spring_forward and change.at <= instant < change.at + change.size:
+        return change
+    return None
 
 
 def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -62,52 +223,81 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def _wall_start(at: datetime, zone: ZoneInfo) -> datetime:
-    """The wall time from which to enumerate for instant `at`.
+def _first_after(walls: croniter, wall: datetime) -> datetime:
+    walls.set_current(wall, force=True)
+    found: datetime = walls.get_next(datetime)
+    return found
 
-    Inside the second pass of a repeated hour every wall time has already fired during the first
-    pass, so enumeration resumes where the repetition ends.
-    """
-    local = at.astimezone(zone)
-    wall = local.replace(tzinfo=None)
-    first = wall.replace(tzinfo=zone, fold=0)
-    if local.fold == 0 or first.utcoffset() == local.utcoffset():
-        return wall
-    # Binary-search the change (to the millisecond) between the first pass of this wall time and now.
-    low, high = first.astimezone(UTC), at
-    while high - low > timedelta(milliseconds=1):
-        middle = low + (high - low) / 2
-        if middle.astimezone(zone).utcoffset() == first.utcoffset():
-            low = middle
-        else:
-            high = middle
-    return (high + first.utcoffset()).replace(tzinfo=None) - _TINY  # the change, on the old clock
+
+def _last_at_or_before(walls: croniter, wall: datetime) -> datetime:
+    walls.set_current(wall + _TINY, force=True)
+    found: datetime = walls.get_prev(datetime)
+    return found
+
+
+def _aware_utc(instant: datetime) -> datetime:
+    """`instant` in UTC, so that cached results never mix up two instants that compare equal (fold)."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{instant!r} has no time zone; pass an aware datetime")
+    return instant.astimezone(UTC)
+
+
+_WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin server calls in from many threads
+
+
+def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
+    """The first occurrence strictly after the instant `after`, in UTC."""
+    return _next_after(expression, zone_name, _aware_utc(after))
+
+
+def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
+    """The last occurrence at or before the instant `at`, in UTC."""
+    return _latest_at_or_before(expression, zone_name, _aware_utc(at))
 
 
 @lru_cache(maxsize=16384)  # thousands of schedules share a few expressions and the same `now`
-def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
-    """The first occurrence strictly after the instant `after`, in UTC."""
+def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
+    local = after.astimezone(zone)
+    start = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _walker(expression)
-        walls.set_current(_wall_start(after, zone), force=True)
-        while True:
-            candidate = _instant(walls.get_next(datetime), zone)
-            if candidate > after:  # wall times inside a gap can land on instants already passed
-                return candidate
+        walls = _parse(expression)
+        if local.fold:  # the second pass of a repeated span: its wall times all fired in the first pass
+            change = _change_at(after, zone_name)
+            assert change is not None
+            start = change.wall_end - _TINY
+        wall = _first_after(walls, start)
+        found = _instant(wall, zone)
+        change = _overlap(found, zone_name)
+        if change is not None and wall < change.wall_end:  # a skipped wall time: those past the gap fire earlier
+            found = min(found, _instant(_first_after(walls, change.wall_end - _TINY), zone))
+        change = _overlap(after, zone_name)
+        if change is not None:  # skipped wall times later than `after + offset before` have yet to fire
+            skipped = _first_after(walls, (after + change.before).replace(tzinfo=None))
+            if skipped < change.wall_end:
+                found = min(found, _instant(skipped, zone))
+        return found
 
 
 @lru_cache(maxsize=16384)
-def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
-    """The last occurrence at or before the instant `at`, in UTC."""
+def _latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
+    local = at.astimezone(zone)
+    end = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _walker(expression)
-        walls.set_current(_wall_start(at, zone) + _TINY, force=True)
-        while True:
-            candidate = _instant(walls.get_prev(datetime), zone)
-            if candidate <= at:
-                return candidate
+        walls = _parse(expression)
+        if local.fold:  # the second pass of a repeated span: the latest is its first pass, not after it
+            change = _change_at(at, zone_name)
+            assert change is not None
+            end = change.wall_end - _TINY
+        found = _instant(_last_at_or_before(walls, end), zone)
+        change = _overlap(found, zone_name)
+        if change is None:
+            return found
+        # Skipped wall times fire in the same span as the first ones past the gap: take the latest by `at`.
+        skipped_end = min((at + change.before).replace(tzinfo=None), change.wall_end - _TINY)
+        skipped = _instant(_last_at_or_before(walls, skipped_end), zone)
+        return max(found, skipped) if found <= at else skipped
 
 
 def upcoming(expression: str, zone_name: str, after: datetime, count: int) -> list[datetime]:

@@ -41,7 +41,6 @@ from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, Val
 
 DEFAULT_DATABASE_URL = "sqlite:///schedules.db"
 HERE = Path(__file__).resolve().parent
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def utc_ms(value: datetime) -> datetime:
@@ -112,8 +111,8 @@ class SQLiteDialect:
     stores_times_as_text: bool = True      # an operator's UPDATE may store any ISO form; see normalise_typed_times
 
     def to_db(self, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return utc_ms(value).strftime(SQLITE_TIME_FORMAT)[:-3]
+        if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
+            return utc_ms(value).isoformat(" ", "milliseconds")[:23]
         return value
 
     def from_db(self, value: Any) -> Any:
@@ -180,22 +179,30 @@ def sqlite_ddl(statement: str) -> str:
 
 def parse_database_url(url: str) -> tuple[str, dict[str, Any]]:
     """('sqlite', {path}) or ('mysql', {host, port, user, password, database}); ConfigError otherwise."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "sqlite" and parts.path not in ("", "/"):
+    scheme = url.partition("://")[0].lower()
+    if scheme == "sqlite":
         # sqlite:///relative.db has path '/relative.db'; sqlite:////abs.db has '//abs.db'.
-        return "sqlite", {"path": parts.path[1:]}
-    if parts.scheme in ("mysql", "mysql+pymysql") and parts.hostname and parts.path.strip("/"):
         try:
-            port = parts.port or 3306
+            path = urllib.parse.urlsplit(url).path
+        except ValueError:  # e.g. an unmatched '[': reported below like any other bad URL
+            path = ""
+        if path not in ("", "/"):
+            return "sqlite", {"path": path[1:]}
+    if scheme in ("mysql", "mysql+pymysql"):
+        userinfo, location = _split_userinfo(url)
+        user, _, password = userinfo.partition(":")
+        try:  # the password is split off first: urlsplit() would read '/' or '[' in it as structure
+            where = urllib.parse.urlsplit(f"{scheme}://{location}")
+            port = where.port or 3306
         except ValueError:
-            port = None
-        if port is not None:
+            where = None
+        if where is not None and where.hostname and where.path.strip("/"):
             return "mysql", {
-                "host": parts.hostname,
+                "host": where.hostname,
                 "port": port,
-                "user": urllib.parse.unquote(parts.username or "root"),
-                "password": urllib.parse.unquote(parts.password or ""),
-                "database": parts.path.strip("/"),
+                "user": urllib.parse.unquote(user or "root"),
+                "password": urllib.parse.unquote(password),
+                "database": where.path.strip("/"),
             }
     raise ConfigError(
         f"DATABASE_URL {redact_url(url)!r} is not understood: use sqlite:///relative.db, "
@@ -203,9 +210,31 @@ def parse_database_url(url: str) -> tuple[str, dict[str, Any]]:
     )
 
 
+def _split_userinfo(url: str) -> tuple[str, str]:
+    """('user:password', 'host:port/db') of scheme://user:password@host:port/db; ('', rest) without an '@'.
+
+    The last '@' ends the user information: a password may hold '@', '/', '?', '#' or '%' unencoded
+    (host names and database names hold no '@'), so a password is never mistaken for a host or a path.
+    """
+    rest = url.partition("://")[2]
+    userinfo, at, location = rest.rpartition("@")
+    return (userinfo, location) if at else ("", rest)
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, fit for a log line."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """The URL with its password replaced by ***, fit for a log line or an error, whatever the password holds."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url  # not a URL at all; it may still hold a password
+    userinfo, location = _split_userinfo(url)
+    if userinfo:
+        user = userinfo.partition(":")[0]
+        return f"{scheme}://{user}:***@{location}" if ":" in userinfo else url
+    # No '@': "user:secret/db" (the host forgotten) would pass the secret off as a port.
+    host, colon, port = location.partition("/")[0].partition(":")
+    if colon and not port.isdigit():
+        return f"{scheme}://{host}:***{location[len(host) + 1 + len(port):]}"
+    return url
 
 
 class Database:
@@ -423,7 +452,9 @@ class Database:
         p = self.params
         try:
             conn = pymysql.connect(
-                host=p["host"], port=p["port"], user=p["user"], password=p["password"], database=p["database"],
+                # As bytes: PyMySQL would encode a str password as Latin-1 and fail on any other character
+                # with an error quoting it; UTF-8 is what the server hashed if the password was set over utf8mb4.
+                host=p["host"], port=p["port"], user=p["user"], password=p["password"].encode(), database=p["database"],
                 autocommit=True, charset="utf8mb4", connect_timeout=10, read_timeout=60, write_timeout=60,
             )
             with conn.cursor() as cur:

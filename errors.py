@@ -34,3 +34,9 @@ class DatabaseBusy(Conflict):
 
 class ValueRejected(ScheduleJobsError):
     """Permanent: the database refuses a value (too long, invalid); retrying the same write fails again."""
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """`value` quoted for a message, cut to about `limit` characters so that no input floods a log line."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit - 3] + "...")

@@ -28,7 +28,7 @@ from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, requi
 from runner import (Presence, recover, retry_until_stored, run_claimed, run_loop, skipped_record, sync_definitions,
                     until_database_answers, utcnow)
 from health import check_health
-from scheduling import App, ScheduleDefinition, load_app
+from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
 
 log = logging.getLogger("daemon")
@@ -69,6 +69,8 @@ class ScheduleDaemon:
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
                  "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
+        for warning in schedule_warnings(list(self.app.schedules.values())):
+            log.warning("[daemon] %s", warning)
         log.info("[daemon] Execution mode: %s", "queue (jobs are queued for job workers)"
                  if self.settings.execution_mode == "queue" else "inline (jobs run in this process)")
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
@@ -257,7 +259,9 @@ def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> dat
 
 
 def check(app: App, now: datetime) -> None:
-    """--check: print every schedule of this environment with its next three runs."""
+    """--check: print every schedule of this environment with its next three runs, and warnings on stderr."""
+    for warning in schedule_warnings(list(app.schedules.values())):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{len(app.schedules)} schedules valid for APP_ENV={app.environment}, "
           f"{len(app.registry.jobs)} jobs in {len(app.registry.groups)} groups")
     for s in app.schedules.values():

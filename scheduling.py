@@ -9,11 +9,12 @@ touched, raising one DefinitionError that lists every problem with the schedule 
 from __future__ import annotations
 
 import importlib
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
 import cron
-from errors import ConfigError, DefinitionError
+from errors import ConfigError, DefinitionError, quoted
 from jobs import Job, JobRegistry
 
 EXECUTION_MODES = ("ALL_JOBS", "GROUP")
@@ -26,7 +27,7 @@ class ScheduleDefinition:
     id: str                                  # database key; letters, digits, '-', '_' and '.', at most 50
     name: str
     description: str
-    cron: str                                # 5 fields, or 6 with seconds last
+    cron: str                                # 5 fields, 6 with seconds last, or a nickname such as "@daily"
     timezone: str = "UTC"                    # IANA name the cron is read in
     execution_mode: str = "ALL_JOBS"         # 'ALL_JOBS' | 'GROUP'
     job_group: str | None = None             # required for GROUP
@@ -60,7 +61,7 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
         if not isinstance(s, ScheduleDefinition):
             problems.append(f"schedules[{position}]: is a {type(s).__name__}, not a ScheduleDefinition")
             continue
-        where = f"schedule {s.id!r}"
+        where = f"schedule {quoted(s.id)}"
         if not isinstance(s.id, str) or not s.id or len(s.id) > 50 or not all(c.isalnum() or c in "-_." for c in s.id):
             problems.append(f"{where}: field 'id': use 1 to 50 letters, digits, '-', '_' or '.'")
         if s.id in seen:
@@ -86,6 +87,20 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
     return problems
 
 
+def schedule_warnings(schedules: list[ScheduleDefinition]) -> list[str]:
+    """Valid definitions that are probably not what was meant, one line each, naming the schedule and field."""
+    return [f"schedule {quoted(s.id)}: field 'cron': {warning}"
+            for s in schedules if (warning := cron.seconds_last_warning(s.cron)) is not None]
+
+
+def where_raised(exc: Exception) -> str:
+    """`exc` in one line with the file and line it came from (the innermost frame, or a syntax error's own)."""
+    if isinstance(exc, SyntaxError):
+        return f"{exc.msg} ({exc.filename}, line {exc.lineno})"
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {quoted(exc, 200)} ({frame.filename}, line {frame.lineno})"
+
+
 def load_app(module_name: str, environment: str) -> App:
     """Import the definitions module, validate it and keep the schedules of `environment`."""
     if environment not in ENVIRONMENTS:
@@ -94,6 +109,8 @@ def load_app(module_name: str, environment: str) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"SCHEDULES_MODULE {module_name!r} cannot be imported: {exc}") from exc
+    except Exception as exc:  # a mistake in the definitions themselves: one line naming where, not a traceback
+        raise ConfigError(f"SCHEDULES_MODULE {module_name!r} fails to import: {where_raised(exc)}") from exc
     schedules = getattr(module, "schedules", None)
     if not isinstance(schedules, (list, tuple)):
         raise ConfigError(f"SCHEDULES_MODULE {module_name!r} has no list named 'schedules'")

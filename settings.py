@@ -41,6 +41,15 @@ def _count(env: dict[str, str], name: str, default: int | None) -> int | None:
     return int(raw)
 
 
+def _seconds(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or choices[0]
     if raw not in choices:
@@ -69,6 +78,8 @@ class Settings:
     port: int
     admin_token: str | None
     jwt_secret: str | None
+    jwt_audience: str | None
+    admin_idle_timeout_s: int
     execution_mode: str
     embedded_job_worker: bool
     job_worker_poll_interval_ms: int
@@ -95,6 +106,8 @@ class Settings:
             port=_port(env),
             admin_token=env.get("ADMIN_TOKEN") or None,
             jwt_secret=env.get("JWT_SECRET") or None,
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            admin_idle_timeout_s=_seconds(env, "ADMIN_IDLE_TIMEOUT_S", 5),
             execution_mode=_choice(env, "EXECUTION_MODE", ("inline", "queue")),
             embedded_job_worker=_flag(env, "EMBEDDED_JOB_WORKER", False),
             job_worker_poll_interval_ms=_millis(env, "JOB_WORKER_POLL_INTERVAL_MS", 5_000),

@@ -1,14 +1,141 @@
-"""Cron arithmetic: classic-cron behaviour across daylight-saving changes, checked rather than trusted."""
+"""Cron arithmetic: classic-cron behaviour across daylight-saving changes, checked against an independent oracle.
 
+The property tests compare cron.py with tests/cron_oracle.py from instants around every offset change
+of one year (2026) and from seeded random ones, over zones of different shapes. CRON_SWEEP=N widens the
+sweep to N years and N times the random instants (CRON_SWEEP=20: about two minutes).
+"""
+
+import os
+import random
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from cron import cron_problem, latest_at_or_before, next_after, upcoming, zone_problem
+from cron import cron_problem, latest_at_or_before, next_after, seconds_last_warning, upcoming, zone_problem
+from tests.cron_oracle import Fires, offset_changes
 
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = timezone.utc
+SWEEP = int(os.environ.get("CRON_SWEEP", "1"))
+
+ZONES = {
+    "America/New_York": "northern hemisphere, changes at 02:00",
+    "Australia/Sydney": "southern hemisphere",
+    "Australia/Lord_Howe": "a 30-minute change",
+    "America/Santiago": "changes at midnight",
+    "America/Havana": "changes at midnight",
+    "Pacific/Chatham": "offset +12:45, changes at 02:45",
+    "Asia/Kolkata": "no daylight saving",
+}
+CRONS = (
+    "* * * * * *",      # every second
+    "* * * * * */7",    # every 7 seconds
+    "* * * * *",        # every minute
+    "*/7 * * * *",
+    "0 * * * *",        # hourly
+    "15 */2 * * *",     # every two hours
+    "30 2 * * *",       # daily, inside New York's gap (spring) and beside its repeated hour
+    "30 1 * * *",       # daily, inside New York's repeated hour (fall)
+    "0 0 * * *",        # daily at midnight: inside Santiago's and Havana's gap
+    "15 2 * * *",       # inside Lord Howe's 30-minute gap
+    "0 3 * * *",        # inside Chatham's gap (02:45-03:45)
+    "0,30 0-3 * * *",   # several per night, some inside every gap
+    "0 12 */2 * 1",     # Vixie: odd days that are Mondays
+)
+AROUND = [timedelta(0), timedelta(microseconds=1), timedelta(seconds=1), timedelta(minutes=30)]
+
+
+def window(expression):
+    """How far the oracle enumerates around an instant: every answer lies well inside it."""
+    fields = expression.split()
+    if len(fields) == 6:
+        return timedelta(hours=3)
+    return timedelta(days=8) if fields[2] == fields[4] == "*" else timedelta(days=50)
+
+
+def mismatches(expression, zone_name, fires, instants):
+    """Where cron.py disagrees with the oracle, from each instant given in UTC and as local time (fold)."""
+    zone, found = ZoneInfo(zone_name), []
+    for t in instants:
+        for asked in (t, t.astimezone(zone)):
+            for name, got, want in (("next_after", next_after(expression, zone_name, asked), fires.next_after(t)),
+                                    ("latest_at_or_before", latest_at_or_before(expression, zone_name, asked),
+                                     fires.latest_at_or_before(t))):
+                assert want is not None, f"oracle window too small for {expression!r} at {t}"
+                if got != want:
+                    found.append(f"{name}({expression!r}, {zone_name}, {asked.isoformat()}) = "
+                                 f"{got.astimezone(zone).isoformat()}, oracle {want.astimezone(zone).isoformat()}")
+    return found
+
+
+def changes_of(zone_name):
+    years = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026 + SWEEP, 1, 1, tzinfo=UTC))
+    return offset_changes(ZoneInfo(zone_name), *years)
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+def test_next_and_latest_match_the_oracle_around_every_offset_change(zone_name):
+    found = []
+    for change in changes_of(zone_name):
+        size = abs(change.after - change.before)
+        instants = {change.at + sign * d for d in AROUND + [size, size + AROUND[1]] for sign in (1, -1)}
+        for expression in CRONS:
+            fires = Fires(expression, zone_name, change.at - window(expression), change.at + window(expression))
+            found += mismatches(expression, zone_name, fires, sorted(instants))
+    assert not found, "\n".join(found[:20])
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+def test_next_and_latest_match_the_oracle_from_random_instants(zone_name):
+    rng, found = random.Random(zone_name), []
+    changes = changes_of(zone_name)
+    for _ in range(20 * SWEEP):
+        expression = rng.choice(CRONS)
+        if changes and rng.random() < 0.7:  # near a change, where the mistakes were
+            center = rng.choice(changes).at + timedelta(seconds=rng.uniform(-7200, 7200))
+        else:
+            center = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, SWEEP * 365 * 86400))
+        fires = Fires(expression, zone_name, center - window(expression), center + window(expression))
+        instants = [center + timedelta(seconds=rng.uniform(-7200, 7200)) for _ in range(10)]
+        found += mismatches(expression, zone_name, fires, instants)
+    assert not found, "\n".join(found[:20])
+
+
+# -- the oracle, checked by hand on a few cases --------------------------------------------------------
+
+
+def local_times(expression, zone_name, start, end):
+    zone = ZoneInfo(zone_name)
+    fires = Fires(expression, zone_name, start.astimezone(UTC), end.astimezone(UTC))
+    return [t.astimezone(zone).strftime("%m-%d %H:%M:%S%z") for t in fires.times]
+
+
+def test_oracle_new_york_spring_forward_and_fall_back():
+    start, end = datetime(2026, 3, 7, 12, tzinfo=NEW_YORK), datetime(2026, 3, 9, 12, tzinfo=NEW_YORK)
+    assert local_times("30 2 * * *", "America/New_York", start, end) == ["03-08 03:30:00-0400", "03-09 02:30:00-0400"]
+    start, end = datetime(2026, 10, 31, 12, tzinfo=NEW_YORK), datetime(2026, 11, 2, 12, tzinfo=NEW_YORK)
+    assert local_times("30 1 * * *", "America/New_York", start, end) == ["11-01 01:30:00-0400", "11-02 01:30:00-0500"]
+    assert local_times("0 * * * *", "America/New_York", datetime(2026, 11, 1, 0, 30, tzinfo=NEW_YORK),
+                       datetime(2026, 11, 1, 3, 30, tzinfo=NEW_YORK)) == [
+        "11-01 01:00:00-0400", "11-01 02:00:00-0500", "11-01 03:00:00-0500"]
+
+
+def test_oracle_lord_howe_half_hour_gap():
+    zone = ZoneInfo("Australia/Lord_Howe")  # 2026-10-04 02:00 +10:30 becomes 02:30 +11:00
+    assert local_times("15,45 2 * * *", "Australia/Lord_Howe", datetime(2026, 10, 4, 1, tzinfo=zone),
+                       datetime(2026, 10, 4, 4, tzinfo=zone)) == ["10-04 02:45:00+1100"]
+
+
+def test_oracle_santiago_midnight_changes():
+    zone = ZoneInfo("America/Santiago")  # 2026-09-06 00:00 -04 becomes 01:00 -03; 2026-04-05 00:00 -03 becomes 04-04 23:00 -04
+    assert local_times("0 0 * * *", "America/Santiago", datetime(2026, 9, 5, 12, tzinfo=zone),
+                       datetime(2026, 9, 7, 12, tzinfo=zone)) == ["09-06 01:00:00-0300", "09-07 00:00:00-0300"]
+    assert local_times("30 23 * * *", "America/Santiago", datetime(2026, 4, 4, 12, tzinfo=zone),
+                       datetime(2026, 4, 5, 12, tzinfo=zone)) == ["04-04 23:30:00-0300"]
+
+
+# -- the cases from the issue, and classic cron on change days -----------------------------------------
 
 
 def fire_times_on(expression, day, zone="America/New_York"):
@@ -36,24 +163,45 @@ def test_job_in_the_repeated_fall_back_hour_runs_once_the_first_time():
     assert run.strftime("%H:%M %Z") == "01:30 EDT"
 
 
-def test_jobs_outside_the_change_keep_their_wall_time():
-    assert [t.strftime("%H:%M %Z") for t in fire_times_on("0 4 * * *", SPRING_FORWARD)] == ["04:00 EDT"]
-    assert [t.strftime("%H:%M %Z") for t in fire_times_on("0 4 * * *", FALL_BACK)] == ["04:00 EST"]
-
-
 def test_hourly_job_on_change_days_fires_each_wall_hour_once():
     spring = fire_times_on("0 * * * *", SPRING_FORWARD)
     fall = fire_times_on("0 * * * *", FALL_BACK)
     assert len(spring) == 23 and len(set(spring)) == 23
     assert len(fall) == 24 and [t.hour for t in fall] == list(range(24))
-    assert all(b > a for a, b in zip(fall, fall[1:]))
+
+
+def test_skipped_wall_time_still_runs_when_asked_from_just_after_the_change():
+    just_after = datetime(2026, 3, 8, 3, 10, tzinfo=NEW_YORK)  # the 02:30 run is due at 03:30 EDT, not tomorrow
+    assert next_after("30 2 * * *", "America/New_York", just_after) == datetime(2026, 3, 8, 3, 30, tzinfo=NEW_YORK)
+    later = datetime(2026, 3, 8, 3, 45, tzinfo=NEW_YORK)
+    assert latest_at_or_before("30 2 * * *", "America/New_York", later) == datetime(2026, 3, 8, 3, 30, tzinfo=NEW_YORK)
+
+
+def test_midnight_job_keeps_its_day_from_inside_a_repeated_hour_ending_at_midnight():
+    santiago = ZoneInfo("America/Santiago")  # 2026-04-04 24:00 -03 becomes 23:00 -04: 23:xx is repeated
+    second_pass = datetime(2026, 4, 4, 23, 30, tzinfo=santiago, fold=1)
+    assert next_after("0 0 * * *", "America/Santiago", second_pass) == datetime(2026, 4, 5, 0, 0, tzinfo=santiago)
 
 
 def test_every_second_through_the_repeated_hour_never_goes_back_in_time():
-    # From inside the second pass of 01:xx, the next occurrence is 02:00 EST, not a repeat of 01:xx.
-    second_pass = datetime(2026, 11, 1, 1, 30, tzinfo=NEW_YORK).replace(fold=1).astimezone(UTC)
+    second_pass = datetime(2026, 11, 1, 1, 30, tzinfo=NEW_YORK, fold=1)
     assert next_after("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z") == "02:00:00 EST"
     assert latest_at_or_before("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z") == "01:59:59 EDT"
+
+
+def test_instants_that_compare_equal_but_differ_in_fold_are_not_confused():
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=NEW_YORK)
+    second = first.replace(fold=1)  # an hour later, yet == first (same tzinfo compares wall times)
+    assert first == second
+    assert next_after("* * * * *", "America/New_York", first) == datetime(2026, 11, 1, 5, 31, tzinfo=UTC)
+    assert next_after("* * * * *", "America/New_York", second) == datetime(2026, 11, 1, 7, 0, tzinfo=UTC)
+    assert latest_at_or_before("* * * * *", "America/New_York", second) == datetime(2026, 11, 1, 5, 59, tzinfo=UTC)
+    assert latest_at_or_before("* * * * *", "America/New_York", first) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+
+
+def test_naive_instants_are_refused():
+    with pytest.raises(ValueError, match="no time zone"):
+        next_after("* * * * *", "UTC", datetime(2026, 1, 1))
 
 
 @pytest.mark.parametrize("expression, after, expected", [
@@ -61,6 +209,13 @@ def test_every_second_through_the_repeated_hour_never_goes_back_in_time():
     ("*/15 * * * *", datetime(2026, 1, 10, 2, 7, 30, tzinfo=UTC), datetime(2026, 1, 10, 2, 15, tzinfo=UTC)),
     ("* * * * * */10", datetime(2026, 1, 10, 2, 0, 0, 500000, tzinfo=UTC), datetime(2026, 1, 10, 2, 0, 10, tzinfo=UTC)),
     ("0 9 * * 1", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 12, 9, 0, tzinfo=UTC)),
+    ("@weekly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),      # Sunday 00:00
+    ("@monthly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+    ("@yearly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+    ("@annually", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+    ("@daily", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
+    ("@midnight", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
+    ("@hourly", datetime(2026, 1, 10, 5, 1, tzinfo=UTC), datetime(2026, 1, 10, 6, tzinfo=UTC)),
 ])
 def test_next_after_is_strictly_after(expression, after, expected):
     assert next_after(expression, "UTC", after) == expected
@@ -72,27 +227,76 @@ def test_latest_at_or_before_includes_the_instant_itself():
     assert latest_at_or_before("0 2 * * *", "UTC", at - timedelta(milliseconds=1)) == at - timedelta(days=1)
 
 
+def test_day_of_month_and_day_of_week_follow_vixie_cron():
+    after = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
+    both_restricted = [t.date().isoformat() for t in upcoming("0 12 1,15 * 1", "UTC", after, 4)]
+    assert both_restricted == ["2026-01-01", "2026-01-05", "2026-01-12", "2026-01-15"]  # the 1st, the 15th or Mondays
+    star_day = [t.date().isoformat() for t in upcoming("0 12 */2 * 1", "UTC", after, 3)]
+    assert star_day == ["2026-01-05", "2026-01-19", "2026-02-09"]  # odd days that are Mondays
+
+
 def test_time_zone_shifts_the_occurrence():
     assert next_after("0 2 * * *", "Europe/Paris", datetime(2026, 1, 10, tzinfo=UTC)) == datetime(2026, 1, 10, 1, 0, tzinfo=UTC)
 
 
-def test_upcoming_lists_consecutive_occurrences():
-    assert upcoming("0 * * * *", "UTC", datetime(2026, 1, 10, 0, 30, tzinfo=UTC), 3) == [
-        datetime(2026, 1, 10, h, 0, tzinfo=UTC) for h in (1, 2, 3)]
+# -- validation --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expression, fragment", [
-    ("* * * *", "has 4 fields"),
+@pytest.mark.parametrize("expression, message", [
+    ("* * * *", "'* * * *' has 4 fields"),
     ("* * * * * * *", "has 7 fields"),
-    ("61 * * * *", "not a valid cron expression"),
-    ("*/0 * * * *", "not a valid cron expression"),
-    ("a b c d e", "not a valid cron expression"),
+    ("61 * * * *", "minute '61' is not valid (use 0-59"),
+    ("* 24 * * *", "hour '24' is not valid (use 0-23"),
+    ("* * 0 * *", "day of month '0' is not valid"),
+    ("* * * 13 *", "month '13' is not valid"),
+    ("* * * * 8", "day of week '8' is not valid"),
+    ("* * * * * 60", "second '60' is not valid"),
+    ("*/0 * * * *", "minute '*/0' is not valid"),
+    ("a b c d e", "minute 'a' is not valid"),
+    ("R * * * *", "minute 'R': R (random) and H (hashed) are not supported"),
+    ("0 H(0-5) * * *", "hour 'H(0-5)': R (random) and H (hashed) are not supported"),
+    ("50-10 * * * *", "minute '50-10': range 50-10 starts after it ends"),
+    ("0 9 * * fri-mon", "day of week 'fri-mon': range fri-mon starts after it ends"),
+    ("0 0 1 dec-jan *", "month 'dec-jan': range dec-jan starts after it ends"),
+    ("0 0 31 2 *", "'0 0 31 2 *' can never fire: day of month '31' never occurs in month '2' (February)"),
+    ("0 0 30 2 *", "can never fire: day of month '30' never occurs in month '2' (February)"),
+    ("0 0 31 4,6,9,11 *", "never occurs in month '4,6,9,11' (April, June, September, November)"),
+    ("0 0 31 2 */7", "can never fire"),  # day of week starts with '*': both must match
+    ("@reboot", "'@reboot' is not a known nickname (use @yearly, @annually"),
 ])
-def test_bad_cron_is_explained(expression, fragment):
-    assert fragment in cron_problem(expression)
+def test_bad_cron_is_one_line_naming_the_field(expression, message):
+    problem = cron_problem(expression)
+    assert problem is not None and message in problem, problem
+    assert "\n" not in problem
 
 
-def test_good_cron_and_zone_have_no_problem():
-    assert cron_problem("*/15 * * * *") is None and cron_problem("* * * * * */5") is None
+def test_problems_quote_at_most_about_60_characters_of_the_input():
+    problem = cron_problem("0 0 1 1 " + "9," * 500 + "9")
+    assert problem.startswith("day of week '9,9,9,") and "...'" in problem and len(problem) < 200
+    assert len(zone_problem("Mars/" + "x" * 500)) < 150
+
+
+@pytest.mark.parametrize("expression", [
+    "*/15 * * * *", "* * * * * */5", "0 0 29 2 *", "0 0 31 2 1", "0 9 * * mon-fri", "0 0 L * *", "@yearly",
+    "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", " @daily ",
+])
+def test_good_cron_has_no_problem(expression):
+    assert cron_problem(expression) is None
+
+
+def test_zone_problem():
     assert zone_problem("America/New_York") is None
     assert "not a known IANA time zone" in zone_problem("Mars/Olympus")
+
+
+@pytest.mark.parametrize("expression, warned", [
+    ("*/10 * * * * *", ("fires every second (60 times) during minutes 0,10,20,30,40,50 of each matching hour; "
+                        "if the first field was meant as seconds, write '* * * * * */10'")),
+    ("0 * * * * *", "during minute 0 of each matching hour"),
+    ("* * * * * *", None),
+    ("* * * * * */10", None),
+    ("*/10 * * * *", None),
+])
+def test_seconds_first_six_field_crons_are_explained(expression, warned):
+    warning = seconds_last_warning(expression)
+    assert warning == warned if warned is None else warned in warning

@@ -22,7 +22,7 @@ def test_every_problem_is_reported_once_with_schedule_id_and_field():
     problems = error.value.problems
     expected = [
         ("work.a", "'depends_on'", "unknown job 'work.missing'"),
-        ("bad-cron", "'cron'", "not a valid cron expression"),
+        ("bad-cron", "'cron'", "minute '61' is not valid (use 0-59"),
         ("bad-zone", "'timezone'", "not a known IANA time zone"),
         ("twice", "'id'", "defined twice"),
         ("no-group", "'job_group'", "required when execution_mode is 'GROUP'"),
@@ -75,10 +75,66 @@ def test_check_exits_1_listing_the_problems(tmp_path):
     assert not (tmp_path / "x.db").exists(), "nothing is written when the definitions are invalid"
 
 
-def test_daemon_refuses_invalid_definitions_before_touching_the_database(tmp_path):
-    result = run_daemon(SCHEDULES_MODULE="tests.apps.broken", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+@pytest.mark.parametrize("module", ["tests.apps.broken", "tests.apps.bad_crons"])
+def test_daemon_refuses_invalid_definitions_before_touching_the_database(tmp_path, module):
+    result = run_daemon(SCHEDULES_MODULE=module, DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
     assert result.returncode == 1 and "invalid schedule definitions" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+BAD_CRONS = [
+    ("feb-31", "day of month '31' never occurs in month '2' (February)"),
+    ("feb-30", "day of month '30' never occurs in month '2' (February)"),
+    ("random", "minute 'R': R (random) and H (hashed) are not supported"),
+    ("hashed", "hour 'H': R (random) and H (hashed) are not supported"),
+    ("backwards", "hour '22-2': range 22-2 starts after it ends"),
+    ("weekdays-backwards", "day of week 'fri-mon': range fri-mon starts after it ends"),
+    ("second-61", "second '61' is not valid (use 0-59"),
+    ("long", "day of week '9,9,9,9,"),
+    ("nickname", "'@reboot' is not a known nickname"),
+]
+
+
+def test_each_bad_cron_is_one_line_naming_the_schedule_and_the_field():
+    with pytest.raises(DefinitionError) as error:
+        load_app("tests.apps.bad_crons", "test")
+    problems = error.value.problems
+    assert len(problems) == len(BAD_CRONS), problems
+    for (schedule_id, what), problem in zip(BAD_CRONS, problems):
+        assert problem.startswith(f"schedule '{schedule_id}': field 'cron': ") and what in problem, problem
+        assert "\n" not in problem and len(problem) < 260, problem
+
+
+def test_check_lists_bad_crons_one_line_each_without_a_traceback(tmp_path):
+    result = run_daemon("--check", SCHEDULES_MODULE="tests.apps.bad_crons", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    for schedule_id, what in BAD_CRONS:
+        [line] = [line for line in lines if line.startswith(f"schedule '{schedule_id}'")]
+        assert what in line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_check_and_daemon_warn_about_a_six_field_cron_written_seconds_first(tmp_path):
+    check = run_daemon("--check", SCHEDULES_MODULE="tests.apps.seconds_first")
+    assert check.returncode == 0, check.stderr
+    [warning] = check.stderr.splitlines()
+    assert warning.startswith("warning: schedule 'every-ten-seconds': field 'cron': 6 fields are read with seconds LAST")
+    assert "write '* * * * * */10'" in warning
+    assert "- nightly: '@daily' in Europe/Paris" in check.stdout and "T23:00:00+00:00" in check.stdout
+    daemon = run_daemon("--once", SCHEDULES_MODULE="tests.apps.seconds_first", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    assert daemon.returncode == 0, daemon.stdout + daemon.stderr
+    warnings = [line for line in daemon.stdout.splitlines() if "WARNING" in line and "seconds LAST" in line]
+    assert len(warnings) == 1 and "schedule 'every-ten-seconds'" in warnings[0]
+
+
+def test_a_mistake_in_the_definitions_module_is_one_line_naming_the_file_and_line():
+    result = run_daemon("--check", SCHEDULES_MODULE="tests.apps.typo")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "SCHEDULES_MODULE 'tests.apps.typo' fails to import: TypeError" in line
+    assert "cronn" in line and "typo.py, line 6)" in line
 
 
 def test_disabled_daemon_logs_why_and_exits_0(tmp_path):
