@@ -420,6 +420,24 @@ def test_a_pass_that_claims_nothing_is_not_work_and_the_next_one_normalises_type
     assert db.fetch_one("get_schedule", id="every-minute")["lockedAt"] is None
 
 
+@pytest.mark.parametrize("late_by, runs_it", [(2.5, True), (4.0, False)])
+def test_a_live_daemon_whose_heartbeat_is_a_little_late_still_runs_its_occurrence(db, late_by, runs_it):
+    from tests.test_daemon import make_app, make_daemon, register
+
+    app, calls = make_app()
+    daemon = make_daemon(db, app)  # heartbeats every 1 s: a margin of 3 s
+    occurrence = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
+    register(daemon, occurrence - timedelta(minutes=1))
+    db.execute("enable_schedule", id="every-minute", next_run_at=occurrence, now=occurrence - timedelta(minutes=1))
+    # Its last heartbeat, late under write contention (2.5 intervals), or that of a daemon gone (4).
+    db.execute("heartbeat", id=daemon.presence.id, now=occurrence - timedelta(seconds=late_by))
+    daemon.next_recovery = occurrence + timedelta(hours=1)  # the pass judges liveness only
+    assert daemon.run_pass(occurrence + timedelta(milliseconds=500)) is True
+    skipped = [r for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="every-minute", job_name="*",
+                                       before=None, limit=10)]
+    assert (bool(calls), not skipped) == (runs_it, runs_it)
+
+
 # -- stop during backoff ---------------------------------------------------------------------------------
 
 
