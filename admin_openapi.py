@@ -127,6 +127,26 @@ OPENAPI: dict[str, Any] = {
             "200": json_response("Checks", obj({"healthy": {"type": "boolean"}, "problems": {"type": "array", "items": STRING},
                                                  "checks": {"type": "object"}})),
         })},
+        "/admin/overview": {"get": operation("The page's front: each schedule's last outcome, last 20 occurrences "
+                                             "and 7-day success rate; the latest failures", {
+            "200": json_response("Overview", obj({
+                "schedules": {"type": "array", "items": obj({
+                    "id": STRING, "lastOutcome": nullable(STRING),
+                    "occurrences": {"type": "array", "items": ref("Occurrence")},
+                    "successRate7d": nullable(obj({"total": INTEGER, "succeeded": INTEGER, "failed": INTEGER,
+                                                   "percent": {"type": "number"}}))})},
+                "recentFailures": {"type": "array", "items": ref("Run")}})),
+        })},
+        "/admin/schedules/{id}/occurrences": {"get": operation("A schedule's history grouped by occurrence, newest first", {
+            "200": json_response("Occurrences", obj({"occurrences": {"type": "array", "items": ref("Occurrence")},
+                                                     "nextBefore": nullable(INTEGER)})),
+            **NOT_FOUND,
+        }, [SCHEDULE_ID, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            PAGING[1]])},
+        "/metrics": {"get": operation("Prometheus text format, from the database; bearer METRICS_TOKEN or the admin "
+                                      "credentials", {
+            "200": {"description": "Metrics", "content": {"text/plain": {"schema": STRING}}},
+        })},
         "/admin/openapi.json": {"get": operation("This document", {
             "200": json_response("OpenAPI 3", {"type": "object"}),
         })},
@@ -149,8 +169,14 @@ OPENAPI: dict[str, Any] = {
                 "id": INTEGER, "jobName": STRING, "status": RUN_STATUS, "trigger": STRING,
                 "scheduleId": nullable(STRING), "scheduledFor": TIME, "attempt": INTEGER, "workerId": nullable(STRING),
                 "queuedAt": TIME, "startedAt": TIME, "completedAt": TIME, "durationMs": nullable(INTEGER),
-                "error": nullable(STRING), "createdAt": TIME,
+                "error": nullable(STRING), "createdAt": TIME, "batchId": nullable(STRING),
             }),
+            "Occurrence": obj({
+                "key": STRING, "scheduleId": nullable(STRING), "scheduledFor": TIME, "trigger": STRING,
+                "status": {"type": "string", "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED"]},
+                "startedAt": TIME, "completedAt": TIME, "durationMs": nullable(INTEGER), "error": nullable(STRING),
+                "runs": {"type": "array", "items": ref("Run")},
+            }, ["key", "scheduleId", "scheduledFor", "trigger", "status", "startedAt", "completedAt", "durationMs", "error"]),
             "RunPage": obj({"runs": {"type": "array", "items": ref("Run")}, "nextBefore": nullable(INTEGER)}),
             "TriggerResult": obj({
                 "message": STRING, "jobsExecuted": INTEGER, "succeeded": INTEGER, "failed": INTEGER,

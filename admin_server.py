@@ -36,7 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+import alerts
 import cron
+import metrics
 from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
@@ -51,6 +53,14 @@ log = logging.getLogger("admin")
 MAX_BODY_BYTES = 64 * 1024
 RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
 PAGE = (Path(__file__).resolve().parent / "admin_page.html").read_bytes()
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer that is not JSON (e.g. /metrics' text format)."""
+
+    payload: bytes
+    content_type: str
 
 
 @dataclass(frozen=True)
@@ -386,7 +396,7 @@ class AdminAPI:
             "scheduleId": row["scheduleId"], "scheduledFor": iso(row["scheduledFor"]), "attempt": row["attempt"],
             "workerId": row["workerId"], "queuedAt": iso(row["queuedAt"]), "startedAt": iso(row["startedAt"]),
             "completedAt": iso(row["completedAt"]), "durationMs": row["durationMs"], "error": row["error"],
-            "createdAt": iso(row["createdAt"]),
+            "createdAt": iso(row["createdAt"]), "batchId": row["batchId"],
         }
 
     def runs_page(self, rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -450,6 +460,64 @@ class AdminAPI:
         query_params(request.query, {})
         return 200, check_health(self.db, self.settings)
 
+    # the operator's page and Prometheus
+
+    def occurrences(self, request: Request) -> tuple[int, Any]:
+        """A schedule's history grouped by occurrence, newest first, each with its runs."""
+        params = query_params(request.query, {"limit": positive_int(100), "before": positive_int(2**62)})
+        schedule_id = request.args["id"]
+        if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
+            raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
+        found, next_before = self.recent_occurrences(schedule_id, params["limit"] or 20, params["before"], OCCURRENCE_RUNS_READ)
+        return 200, {"occurrences": found, "nextBefore": next_before}
+
+    def recent_occurrences(self, schedule_id: str, limit: int, before: int | None,
+                           read: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` occurrences from the latest `read` runs, and the `before` of the next page (None: no more)."""
+        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before, limit=read)
+        found = group_occurrences([self.run_json(r) for r in rows])
+        if len(rows) == read and len(found) > 1:
+            found = found[:-1]  # the oldest group may have runs beyond what was read
+        found = found[:limit]
+        more = len(rows) == read or len(found) == limit
+        return found, (min(r["id"] for o in found for r in o["runs"]) if found and more else None)
+
+    def overview(self, request: Request) -> tuple[int, Any]:
+        """What the page's front shows: each schedule's last outcome, last 20 occurrences and 7-day success rate."""
+        query_params(request.query, {})
+        now = utcnow()
+        rates = {r["scheduleId"]: r for r in self.db.fetch_all("success_rate", since=now - timedelta(days=7))}
+        ids = list(self.app.schedules) + sorted({r["id"] for r in self.db.fetch_all("list_schedules")} - set(self.app.schedules))
+        schedules = []
+        for schedule_id in ids:
+            # Twice the runs of 20 occurrences (retries, skip records) rather than OCCURRENCE_RUNS_READ:
+            # this runs for every schedule on every refresh of the page.
+            definition = self.app.schedules.get(schedule_id)
+            jobs = len(self.app.jobs_for(definition)) if definition else 1
+            strip, _ = self.recent_occurrences(schedule_id, 20, None, min(OCCURRENCE_RUNS_READ, 40 * max(jobs, 1) + 1))
+            rate = rates.get(schedule_id)
+            finished = [o for o in strip if o["status"] not in ("RUNNING", "QUEUED")]
+            schedules.append({
+                "id": schedule_id,
+                "lastOutcome": finished[0]["status"] if finished else None,
+                "occurrences": [{k: v for k, v in o.items() if k != "runs"} for o in strip],
+                "successRate7d": None if not rate else {
+                    "total": rate["total"], "succeeded": int(rate["succeeded"]), "failed": int(rate["failed"]),
+                    "percent": round(int(rate["succeeded"]) / rate["total"] * 100, 2)},
+            })
+        failures = self.db.fetch_all("list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10)
+        return 200, {"schedules": schedules, "recentFailures": [self.run_json(r) for r in failures]}
+
+    def metrics(self, request: Request) -> tuple[int, Any]:
+        """Prometheus text format; METRICS_TOKEN (when set) or the admin credentials."""
+        authorization = request.handler.headers.get("Authorization") or ""
+        token = self.settings.metrics_token
+        if not (token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())):
+            request.handler.auth.actor(authorization or None)
+        query_params(request.query, {})
+        payload, content_type = metrics.render(self.db, self.app, self.settings, self.db.now())
+        return 200, RawBody(payload, content_type)
+
     def healthz(self, request: Request) -> tuple[int, Any]:
         try:
             self.db.fetch_one("ping")
@@ -462,6 +530,50 @@ class AdminAPI:
 
     def page(self, request: Request) -> tuple[int, Any]:
         return 200, PAGE
+
+
+OCCURRENCE_RUNS_READ = 500  # runs read to build one page of occurrences
+FINISHED = ("COMPLETED", "FAILED", "SKIPPED")
+
+
+def group_occurrences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs (newest first, as run_json) grouped by occurrence, newest first, each with an overall status.
+
+    An occurrence is one batch (its jobs and their retries), or one skip record. Its status: RUNNING
+    or QUEUED while a job is; SKIPPED when every job was; FAILED when a job's latest attempt did not
+    complete; COMPLETED otherwise. Its error is the first failing job's last error line.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run.get("batchId") or f"run-{run['id']}", []).append(run)
+    found = []
+    for key, members in groups.items():
+        latest: dict[str, dict[str, Any]] = {}
+        for run in sorted(members, key=lambda r: r["attempt"]):
+            latest[run["jobName"]] = run
+        statuses = [r["status"] for r in latest.values()]
+        if "RUNNING" in statuses or "QUEUED" in statuses:
+            status = "RUNNING" if "RUNNING" in statuses else "QUEUED"
+        elif all(s == "SKIPPED" for s in statuses):
+            status = "SKIPPED"
+        elif all(s == "COMPLETED" for s in statuses):
+            status = "COMPLETED"
+        else:
+            status = "FAILED"
+        started = [r["startedAt"] for r in members if r["startedAt"]]
+        ended = [r["completedAt"] for r in members if r["completedAt"]]
+        failing = next((r for r in reversed(members) if r["status"] != "COMPLETED" and r["error"]), None)
+        start, end = min(started, default=None), max(ended, default=None)
+        found.append({
+            "key": key, "scheduleId": members[0]["scheduleId"], "scheduledFor": members[-1]["scheduledFor"],
+            "trigger": members[0]["trigger"], "status": status, "startedAt": start,
+            "completedAt": end if status in FINISHED else None,
+            "durationMs": (int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000)
+                           if start and end and status in FINISHED else None),
+            "error": failing["error"].strip().splitlines()[-1] if failing else None,
+            "runs": sorted(members, key=lambda r: r["id"]),
+        })
+    return found
 
 
 class Request:
@@ -503,6 +615,9 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", r"/admin/workers", "workers", True),
     ("GET", r"/admin/audit", "audit_log", True),
     ("GET", r"/admin/health", "health", True),
+    ("GET", r"/admin/overview", "overview", True),
+    ("GET", r"/admin/schedules/(?P<id>[^/]+)/occurrences", "occurrences", True),
+    ("GET", r"/metrics", "metrics", False),  # checks METRICS_TOKEN or the admin credentials itself
 ]
 COMPILED_ROUTES = [(method, re.compile(pattern + r"/?\Z"), name, auth) for method, pattern, name, auth in ROUTES]
 
@@ -598,6 +713,8 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
                 status = 304
         elif isinstance(body, bytes):
             payload, content_type = body, "text/html; charset=utf-8"
+        elif isinstance(body, RawBody):
+            payload, content_type = body.payload, body.content_type
         else:
             payload, content_type = json.dumps(body).encode(), "application/json"
         path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
@@ -770,6 +887,7 @@ def main() -> int:
         log.info("[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms)
     else:
         log.info("[admin] Job worker disabled (EMBEDDED_JOB_WORKER is not true)")
+    alerts.start(db, settings, "admin")  # the web service stays up: its watchdog notices the only daemon gone
     host, port = server.server_address[:2]
     log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
              len(app.schedules))
@@ -783,6 +901,7 @@ def main() -> int:
     if worker is not None:
         worker.stopping.set()  # the worker finishes the job in hand and marks itself STOPPED
         worker.stopped.wait(timeout=60)
+    alerts.stop()
     server.server_close()
     log.info("[admin] Admin server stopped")
     return 0

@@ -176,6 +176,12 @@ UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
 WHERE status = 'RUNNING' AND queuedAt IS NULL
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
+-- name: inline_runs_of_dead_workers
+-- The runs fail_runs_of_dead_workers is about to fail, read first so that each can alert.
+SELECT id, scheduleId, jobName, `trigger` FROM JobRun
+WHERE status = 'RUNNING' AND queuedAt IS NULL
+  AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
+
 -- name: queued_runs_of_dead_workers
 -- Queued runs a job worker was running when it died: each is retried or failed.
 SELECT * FROM JobRun
@@ -363,3 +369,103 @@ SELECT COUNT(*) AS queued FROM JobRun WHERE status = 'QUEUED';
 -- name: oldest_queued
 -- The run that has waited longest.
 SELECT id, queuedAt FROM JobRun WHERE status = 'QUEUED' ORDER BY queuedAt LIMIT 1;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Alerts (alerts.py)
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: insert_alert_state
+-- The state row of something that can go wrong; one another process just inserted is left alone.
+{insert_ignore} INTO AlertState (subject, active, episode, pending, updatedAt) VALUES (:subject, false, 0, 0, :now);
+
+-- name: lock_alert_state
+-- Take the state row's lock for this transaction, so that one process at a time decides about it.
+UPDATE AlertState SET updatedAt = :now WHERE subject = :subject;
+
+-- name: get_alert_state
+-- One state row.
+SELECT * FROM AlertState WHERE subject = :subject;
+
+-- name: update_alert_state
+-- Store a decision taken under lock_alert_state.
+UPDATE AlertState
+SET active = :active, episode = :episode, pending = :pending, since = :since, lastAlertAt = :last_alert_at, updatedAt = :now
+WHERE subject = :subject;
+
+-- name: active_alert_states
+-- What is alerted on and not recovered yet.
+SELECT * FROM AlertState WHERE active = true;
+
+-- name: insert_alert
+-- Queue an alert for one webhook; the same event queued again by another process is ignored.
+{insert_ignore} INTO AlertOutbox (dedupKey, target, event, scheduleId, runId, body, status, attempts, nextAttemptAt, createdAt)
+VALUES (:dedup_key, :target, :event, :schedule_id, :run_id, :body, 'PENDING', 0, :now, :now);
+
+-- name: due_alerts
+-- Alerts waiting to be sent whose next attempt has come, oldest first.
+SELECT * FROM AlertOutbox WHERE status = 'PENDING' AND nextAttemptAt <= :now ORDER BY id LIMIT :limit;
+
+-- name: next_alert_due
+-- The earliest next attempt of an alert still to send: the sender sleeps until then at most.
+SELECT nextAttemptAt FROM AlertOutbox WHERE status = 'PENDING' ORDER BY nextAttemptAt LIMIT 1;
+
+-- name: claim_alert
+-- Take one alert to send: its next attempt moves to :lease_until, so no one else sends it meanwhile.
+UPDATE AlertOutbox SET nextAttemptAt = :lease_until, attempts = attempts + 1
+WHERE id = :id AND status = 'PENDING' AND nextAttemptAt <= :now;
+
+-- name: alert_sent
+-- The webhook took it.
+UPDATE AlertOutbox SET status = 'SENT', sentAt = :now WHERE id = :id;
+
+-- name: alert_failed
+-- A delivery failed: try again at :next_attempt_at, or give up (:status = 'GAVE_UP').
+UPDATE AlertOutbox SET status = :status, nextAttemptAt = :next_attempt_at, lastError = :error WHERE id = :id;
+
+-- name: prune_alerts
+-- Maintenance: alerts sent (or given up) before the retention period.
+DELETE FROM AlertOutbox WHERE createdAt < :before AND status <> 'PENDING';
+
+-- name: list_alerts
+-- Alerts, newest first.
+SELECT * FROM AlertOutbox ORDER BY id DESC LIMIT :limit;
+
+-- name: live_instances
+-- Instances per type whose heartbeat is younger than HEALTH_MAX_HEARTBEAT_AGE_S, as the health check counts them.
+SELECT workerType, COUNT(*) AS live FROM WorkerInstance
+WHERE status = 'RUNNING' AND lastHeartbeatAt >= :heartbeat_after GROUP BY workerType;
+
+-- name: overdue_schedules
+-- Enabled schedules whose next occurrence was not started within the tolerance (as health.py judges it).
+SELECT id, nextRunAt FROM JobSchedule WHERE enabled = true AND nextRunAt < :due_before;
+
+-- name: skip_record_id
+-- The id of the JobRun row recording a skipped occurrence (insert_skip_record).
+SELECT id FROM JobRun
+WHERE scheduleId = :schedule_id AND scheduledFor = :scheduled_for AND jobName = '*' AND `trigger` = 'CRON' AND attempt = 1;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Metrics (metrics.py) and the page
+-- ---------------------------------------------------------------------------------------------------
+
+-- name: last_success_per_schedule
+-- Each schedule's latest completed run.
+SELECT scheduleId, completedAt FROM JobRun
+WHERE id IN (SELECT MAX(id) FROM JobRun WHERE status = 'COMPLETED' AND scheduleId IS NOT NULL GROUP BY scheduleId);
+
+-- name: last_duration_per_schedule
+-- Each schedule's latest finished job run with a duration.
+SELECT scheduleId, durationMs FROM JobRun
+WHERE id IN (SELECT MAX(id) FROM JobRun WHERE status IN ('COMPLETED', 'FAILED') AND scheduleId IS NOT NULL GROUP BY scheduleId);
+
+-- name: skipped_per_schedule
+-- Occurrences recorded as skipped (missed-run policy, late daemon), per schedule.
+SELECT scheduleId, COUNT(*) AS skipped FROM JobRun
+WHERE status = 'SKIPPED' AND jobName = '*' AND scheduleId IS NOT NULL GROUP BY scheduleId;
+
+-- name: success_rate
+-- The design documents' "Job Success Rate" over the runs created since :since (7 days on the page).
+SELECT scheduleId, COUNT(*) AS total,
+       SUM(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS succeeded,
+       SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END) AS failed
+FROM JobRun WHERE scheduleId IS NOT NULL AND createdAt > :since GROUP BY scheduleId;

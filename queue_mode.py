@@ -22,6 +22,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import alerts
+import pings
 from db import Database
 from errors import Conflict, ConfigError
 from jobs import JobContext
@@ -99,6 +101,8 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
                 finished, failed = finished + skipped, failed + skipped
         db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
         batch = db.fetch_one("get_batch", id=run["batchId"])
+    if status == "FAILED":  # for good: a retry returned above
+        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     # Only the finisher that brought `remaining` to zero (the batch row was locked until commit) gets
     # here with a completed batch. The schedule's counters are updated outside that transaction so
     # that finishers of one schedule's many occurrences do not queue behind its row.
@@ -111,6 +115,8 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
             retry_until_stored("counting an occurrence", count, stopping) if stopping else count()
         except RETRYABLE as exc:  # the run is recorded; only the schedule's counter misses one
             log.error("[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc)
+        alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
+        pings.finished(getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"])
     return True
 
 
@@ -199,7 +205,8 @@ class JobWorker:
         else:
             ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
             status, error, completed, duration_ms = execute_job(job, ctx)
-        log_result("worker", run["jobName"], status, duration_ms, error)
+        log_result("worker", run["jobName"], status, duration_ms, error,
+                   {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]})
         stored = retry_until_stored("recording a job's result", lambda: finish_run(
             self.db, self.app, run, status, error, completed, duration_ms, self.stopping), self.stopping,
             on_rejected=lambda exc: finish_run(self.db, self.app, run, status, f"the job's error text was refused by "

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import alerts
+import pings
 from db import Database, utc_ms
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 from jobs import Job, JobContext
@@ -228,6 +230,7 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
     not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
     log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
              schedule.id, trigger, scheduled_for.isoformat())
+    pings.started(schedule.ping_url, trigger)
 
     def record(**fields: Any) -> int:
         row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
@@ -246,7 +249,8 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
             log.warning("[%s] - %s skipped: %s", label, job.name, reason)
             continue
         run_id = record(job_name=job.name, status="RUNNING", started_at=db.now())
-        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id)
+        fields = {"scheduleId": schedule.id, "jobName": job.name, "runId": run_id}  # JSON logs' filterable fields
+        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
         status, error, completed, duration_ms = execute_job(job, ctx)
         stored = retry_until_stored("recording a job's result", lambda: db.execute(
@@ -257,12 +261,15 @@ def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, schedul
         if not stored:
             log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
                       "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id, status)
-        log_result(label, job.name, status, duration_ms, error)
+        log_result(label, job.name, status, duration_ms, error, fields)
         if status != "COMPLETED":
             not_completed[job.name] = "FAILED"
+            alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
         outcome.runs.append({"id": run_id, "jobName": job.name, "status": status, "error": error})
     log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
              outcome.count("COMPLETED"), outcome.count("FAILED"), outcome.count("SKIPPED"))
+    alerts.occurrence_finished(db, schedule.id, trigger, outcome.ok)
+    pings.finished(schedule.ping_url, trigger, outcome.ok)
     return outcome
 
 
@@ -292,11 +299,13 @@ def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, i
     return status, error, ctx.db.now(), int((time.monotonic() - started) * 1000)
 
 
-def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None) -> None:
+def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
+               fields: dict[str, Any] | None = None) -> None:
     if status == "COMPLETED":
-        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms)
+        log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms, extra=fields)
     else:
-        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1])
+        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1],
+                  extra=fields)
 
 
 def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDefinition,
@@ -331,14 +340,17 @@ def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: st
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
     """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks."""
     dead_before = now - lock_timeout
+    error = ("FAILED: the daemon or worker running this job died (no heartbeat for "
+             f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
     with db.transaction():
         if db.execute("mark_dead_workers", dead_before=dead_before):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
-        failed = db.execute("fail_runs_of_dead_workers", now=now,
-                            error="FAILED: the daemon or worker running this job died (no heartbeat for "
-                                  f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
+        orphans = db.fetch_all("inline_runs_of_dead_workers")
+        failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
+    for run in orphans:
+        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     for row in db.fetch_all("expired_locks", expired_before=dead_before):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
             log.warning("[recovery] freed the lock on %s held by %s since %s (lease expired)",

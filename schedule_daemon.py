@@ -21,7 +21,9 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import alerts
 import cron
+import pings
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
 from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
@@ -64,6 +66,7 @@ class ScheduleDaemon:
         """Migrate the schema, register, sync definitions: retried until the database answers."""
         log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
         until_database_answers("start-up", self._start_once, self.stopping, "daemon")
+        alerts.start(self.db, self.settings, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
         log.info("[daemon] Schedule daemon started (%d database statements so far)", self.db.statements_issued)
         log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
@@ -89,6 +92,8 @@ class ScheduleDaemon:
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
+        alerts.stop()
+        pings.flush()
         self.presence.stop(self.db.now())
         log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
                  self.db.statements_issued)
@@ -178,6 +183,7 @@ class ScheduleDaemon:
                                                   "no schedule daemon was running (missed-run policy SKIP)",
                                                   self.presence.id, now))
             self.db.execute_many("insert_skip_record", skipped)
+        alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
@@ -205,6 +211,7 @@ class ScheduleDaemon:
         missed = self.missed(schedule, due, now, lifetimes)
         queue = self.settings.execution_mode == "queue"
         batch_id = None
+        coalesced = None
         try:
             with self.db.transaction():
                 if queue:
@@ -217,9 +224,9 @@ class ScheduleDaemon:
                     return False  # claimed, skipped or disabled by someone else since we read it
                 if latest > due:
                     reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
-                    self.db.execute("insert_skip_record", **skipped_record(
-                        schedule.id, due, schedule_previous(schedule, latest), reason + latest.isoformat(),
-                        self.presence.id, now))
+                    coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
+                                               reason + latest.isoformat(), self.presence.id, now)
+                    self.db.execute("insert_skip_record", **coalesced)
                 if queue:
                     batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
         except DatabaseUnavailable as exc:
@@ -227,7 +234,10 @@ class ScheduleDaemon:
                 raise
             log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
                         schedule.id, exc)
+        if coalesced:
+            alerts.occurrences_missed(self.db, [coalesced])
         if queue:
+            pings.started(schedule.ping_url, "CRON")
             log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
                      schedule.name, schedule.id, latest.isoformat())
         else:
@@ -299,7 +309,10 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     until_database_answers("start-up", lambda: (db.migrate(), worker.start()), worker.stopping, "worker")
+    alerts.start(db, settings, "worker")
     worker.run_forever()
+    alerts.stop()
+    pings.flush()
     return 0
 
 

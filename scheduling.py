@@ -16,6 +16,7 @@ from datetime import datetime
 import cron
 from errors import ConfigError, DefinitionError, quoted
 from jobs import Job, JobRegistry
+from settings import url_problem
 
 EXECUTION_MODES = ("ALL_JOBS", "GROUP")
 MISSED_RUN_POLICIES = ("SKIP", "RUN_ONCE")
@@ -33,6 +34,7 @@ class ScheduleDefinition:
     job_group: str | None = None             # required for GROUP
     environments: tuple[str, ...] | None = None  # None: every environment
     missed_run_policy: str = "SKIP"          # 'SKIP' | 'RUN_ONCE'
+    ping_url: str | None = None              # healthchecks-style: GET /start, (success), /fail per cron occurrence
 
     def next_after(self, after: datetime) -> datetime:
         return cron.next_after(self.cron, self.timezone, after)
@@ -84,6 +86,9 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
                 problems.append(f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})")
         if s.missed_run_policy not in MISSED_RUN_POLICIES:
             problems.append(f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}")
+        if s.ping_url is not None and (not isinstance(s.ping_url, str) or url_problem(s.ping_url)):
+            problem = url_problem(s.ping_url) if isinstance(s.ping_url, str) else "is not a string"
+            problems.append(f"{where}: field 'ping_url': {problem}")
     return problems
 
 

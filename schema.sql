@@ -101,3 +101,37 @@ CREATE TABLE JobBatch (
   createdAt       DATETIME(3)  NOT NULL,
   completedAt     DATETIME(3)  NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- migration: 6
+-- Alerts. AlertState is one row per thing that can be wrong (a schedule failing or overdue, no live
+-- daemon or worker): the watchdogs and run paths of every process lock it to decide, once, whether an
+-- event alerts. AlertOutbox holds each alert once per webhook (target: a hash of the URL, never the
+-- URL); any process that knows the URL delivers it, retrying with backoff.
+CREATE TABLE AlertState (
+  subject         VARCHAR(120) NOT NULL PRIMARY KEY,   -- failing:<id> | overdue:<id> | daemon_down | worker_down
+  active          BOOLEAN      NOT NULL DEFAULT false, -- alerted on and not recovered yet
+  episode         INT          NOT NULL DEFAULT 0,     -- how many times it went wrong: part of the alert keys
+  pending         INT          NOT NULL DEFAULT 0,     -- failures since the last alert (not alerted on)
+  since           DATETIME(3)  NULL,
+  lastAlertAt     DATETIME(3)  NULL,
+  updatedAt       DATETIME(3)  NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE AlertOutbox (
+  id              BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  dedupKey        VARCHAR(200) NOT NULL,               -- the event: run_failed:<runId>, recovered:<subject>:<episode> ...
+  target          VARCHAR(16)  NOT NULL,               -- sha256 of the webhook URL, first 16 hex digits
+  event           VARCHAR(30)  NOT NULL,
+  scheduleId      VARCHAR(50)  NULL,
+  runId           BIGINT       NULL,
+  body            TEXT         NOT NULL,               -- the JSON POSTed
+  status          VARCHAR(20)  NOT NULL,               -- PENDING | SENT | GAVE_UP
+  attempts        INT          NOT NULL DEFAULT 0,
+  nextAttemptAt   DATETIME(3)  NOT NULL,               -- also the lease of the process sending it
+  lastError       VARCHAR(500) NULL,
+  createdAt       DATETIME(3)  NOT NULL,
+  sentAt          DATETIME(3)  NULL,
+  CONSTRAINT AlertOutbox_once UNIQUE (dedupKey, target)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX AlertOutbox_due ON AlertOutbox (status, nextAttemptAt);
+-- /metrics and the page: a schedule's latest runs by status without reading its whole history.
+CREATE INDEX JobRun_schedule_status ON JobRun (scheduleId, status, id);

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from db import DEFAULT_DATABASE_URL, Database
@@ -64,6 +66,27 @@ def _port(env: dict[str, str]) -> int:
     return int(raw)
 
 
+def _urls(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of http(s) URLs; the message never repeats a URL (they hold secrets)."""
+    urls = tuple(u.strip() for u in env.get(name, "").split(",") if u.strip())
+    for position, url in enumerate(urls, 1):
+        if url_problem(url):
+            raise ConfigError(f"{name}: URL number {position} {url_problem(url)}")
+    return urls
+
+
+def url_problem(url: str) -> str | None:
+    """None for an http or https URL with a host; otherwise what is wrong with it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -89,6 +112,10 @@ class Settings:
     health_max_queue_age_s: int
     expected_daemons: int | None
     expected_workers: int | None
+    alert_webhook_urls: tuple[str, ...]
+    alert_repeat_s: int
+    metrics_token: str | None
+    log_format: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -117,6 +144,10 @@ class Settings:
             health_max_queue_age_s=_count(env, "HEALTH_MAX_QUEUE_AGE_S", 3600),
             expected_daemons=_count(env, "EXPECTED_DAEMONS", None),
             expected_workers=_count(env, "EXPECTED_WORKERS", None),
+            alert_webhook_urls=_urls(env, "ALERT_WEBHOOK_URL"),
+            alert_repeat_s=_count(env, "ALERT_REPEAT_S", 3600),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         )
         if settings.heartbeat_interval_ms * 2 > settings.lock_timeout_ms:
             raise ConfigError(
@@ -130,12 +161,31 @@ class Settings:
         return Database.from_url(self.database_url, self.db_lock_wait_timeout_ms)
 
 
+LOG_FIELDS = ("scheduleId", "jobName", "runId", "event")  # given with logging's extra={...}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (LOG_FORMAT=json): time, level, message, and the LOG_FIELDS a call gave."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line.update({name: getattr(record, name) for name in LOG_FIELDS if getattr(record, name, None) is not None})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
 def configure_logging() -> None:
-    """One line per event on stdout, as Railway's log view shows them."""
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    logging.Formatter.converter = time.gmtime
+    """One line per event on stdout, as Railway's log view shows them: text, or JSON with LOG_FORMAT=json.
+
+    An unknown LOG_FORMAT falls back to text here; Settings.from_env() then reports it and the process exits 1.
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    logging.basicConfig(handlers=[handler], level=os.environ.get("LOG_LEVEL", "INFO").upper())

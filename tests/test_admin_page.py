@@ -8,6 +8,10 @@ import tempfile
 
 import pytest
 
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
 from tests.admin_client import ADMIN_TOKEN, AdminServer
 from tests.conftest import wait_for
 
@@ -35,6 +39,13 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: SCREENSHOT_DIR when set (to look at them), else the test's temporary directory."""
+    directory = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture
@@ -80,15 +91,21 @@ def test_sign_in_toggle_run_now_and_read_history_and_logs(browser, admin, tmp_pa
 
     click(f"{row_css} .run-now")
     wait_for(lambda: "Schedule triggered: feed-refresh: 3 succeeded, 0 failed" in "".join(texts("#result")), 30, "the run result")
-    history = wait_for(lambda: len(texts("#history tbody tr")) == 3 and texts("#history tbody tr"), 15, "the history")
-    assert all("COMPLETED" in r and "MANUAL" in r for r in history)
+    shown = wait_for(lambda: len(texts("#run-now-runs tbody tr")) == 3 and texts("#run-now-runs tbody tr"), 15, "Run now's runs")
+    assert all("COMPLETED" in r for r in shown), "Run now shows its runs until they end"
+    occurrence = wait_for(lambda: texts("#occurrences details.occurrence > summary"), 15, "the history by occurrence")
+    assert len(occurrence) == 1 and occurrence[0].startswith("COMPLETED") and "MANUAL" in occurrence[0] and "3 runs" in occurrence[0]
     runs = admin.db.fetch_all("list_runs", status="COMPLETED", schedule_id="feed-refresh", job_name=None, before=None, limit=10)
     assert len(runs) == 3
 
-    click("#history tbody tr:first-child .run-link")
-    wait_for(lambda: "feeds refreshed" in "".join(texts("#logs pre")), 15, "the run's log lines")
+    click("#occurrences details.occurrence > summary")
+    jobs = wait_for(lambda: [t for t in texts("#occurrences details.occurrence table.jobs tbody tr") if t.strip()], 15, "its jobs")
+    assert len(jobs) == 3 and all("COMPLETED" in j for j in jobs)
+    refresh_run = next(r for r in runs if r["jobName"] == "feed.refresh_feeds")
+    click(f'details.job[data-run-id="{refresh_run["id"]}"] > summary')
+    wait_for(lambda: "feeds refreshed" in "".join(texts("details.job[open] pre")), 15, "the run's log lines")
     assert admin.db.fetch_one("get_schedule", id="feed-refresh")["runCount"] == 1
-    browser.save_screenshot(str(tmp_path / "admin-page.png"))
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-run-now.png"))
     assert ADMIN_TOKEN == browser.execute_script("return sessionStorage.getItem('scheduleAdminToken')")
 
 
@@ -100,3 +117,128 @@ def test_a_wrong_token_brings_the_sign_in_form_back(browser, admin):
     browser.find_element(By.CSS_SELECTOR, "#token-submit").click()
     wait_for(lambda: "not valid" in browser.find_element(By.CSS_SELECTOR, "#login-error").text, 15, "the error")
     assert browser.find_element(By.CSS_SELECTOR, "#login").is_displayed()
+
+
+def seed_occurrence(db, schedule_id: str, at: datetime, statuses: list[tuple[str, str]], log_line: str | None = None) -> list[int]:
+    """One cron occurrence at `at` with a run per (job, status); '*' SKIPPED is a skip record. Returns the run ids."""
+    batch = None if statuses[0][0] == "*" else str(uuid.uuid4())
+    ids = []
+    for job_name, status in statuses:
+        error = {"FAILED": f"Traceback (most recent call last):\nRuntimeError: {job_name} broke at {at:%H:%M}",
+                 "SKIPPED": "skipped: no schedule daemon was running (missed-run policy SKIP)"}.get(status)
+        ids.append(db.insert("insert_run", job_name=job_name, trigger="CRON", schedule_id=schedule_id, scheduled_for=at,
+                             batch_id=batch, attempt=1, status=status, worker_id=None, queued_at=None,
+                             started_at=None if job_name == "*" else at + timedelta(milliseconds=5),
+                             completed_at=at + timedelta(milliseconds=1500), duration_ms=None if job_name == "*" else 1495,
+                             error=error, now=at))
+        if log_line:
+            db.insert("insert_log", run_id=ids[-1], created_at=at + timedelta(milliseconds=10), level="INFO", message=log_line)
+    return ids
+
+
+def test_the_operators_view_banner_strip_failures_grouped_history_and_auto_refresh(browser, admin, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    db = admin.db
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=6)
+    pattern = ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED", "SKIPPED", "COMPLETED"]
+    seeded = []  # oldest first: (status, run ids)
+    for n in range(23):
+        at = start + timedelta(minutes=15 * n)
+        status = pattern[n % len(pattern)]
+        if n == 21:  # two jobs, one failed: the occurrence FAILED
+            runs = [("matching.update_match_scores", "COMPLETED"), ("feed.refresh_feeds", "FAILED")]
+            status = "FAILED"
+        else:
+            runs = [("*", "SKIPPED")] if status == "SKIPPED" else [("feed.refresh_feeds", status)]
+        seeded.append((status, seed_occurrence(db, "feed-refresh", at, runs, log_line=f"occurrence {n} log line")))
+    db.insert("register_worker", id="gone-daemon", worker_type="schedule_daemon", hostname="h", pid=1,
+              now=datetime.now(timezone.utc) - timedelta(hours=1))
+
+    def texts(css):
+        return browser.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+
+    def find(css):
+        return browser.find_element(By.CSS_SELECTOR, css)
+
+    browser.get(admin.url + "/admin")
+    find("#token-input").send_keys(ADMIN_TOKEN + Keys.ENTER)  # the keyboard alone signs in
+    row_css = 'tr[data-schedule-id="feed-refresh"]'
+    wait_for(lambda: len(texts(f"{row_css} .occ")) == 20, 15, "the strip of 20 occurrences")
+
+    banner = find("#banner").text
+    assert banner.startswith("Unhealthy") and "no live schedule daemon" in banner and "Schedule daemons: 0 live" in banner
+    assert find("#banner").get_attribute("role") == "status"
+
+    strip = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.status)", f"{row_css} .occ")
+    assert strip == [status for status, _ in seeded[-20:]], "oldest first, coloured by the occurrence's outcome"
+    assert texts(f"{row_css} .last-outcome") == [seeded[-1][0]] == ["SKIPPED"]
+    rows = [r for _, ids in seeded for r in ids]
+    completed = sum(1 for status, ids in seeded for _ in ids if status == "COMPLETED") + 1  # the two-job one's first job
+    assert texts(f"{row_css} .success-rate")[0].startswith(f"{round(completed / len(rows) * 100, 2)}%")
+
+    failed_cell = browser.find_elements(By.CSS_SELECTOR, f'{row_css} .occ[data-status="FAILED"]')[-1]
+    browser.execute_script("arguments[0].focus()", failed_cell)  # as Tab would: each cell is in the tab order
+    assert failed_cell.get_attribute("tabindex") == "0"
+    tip = failed_cell.find_element(By.CSS_SELECTOR, ".tip")
+    assert tip.is_displayed() and "RuntimeError: feed.refresh_feeds broke" in tip.text and "took 1.5 s" in tip.text
+    assert "FAILED" in failed_cell.get_attribute("aria-label")
+    ActionChains(browser).move_to_element(find(f"{row_css} .occ:first-child")).perform()
+    assert find(f"{row_css} .occ:first-child .tip").is_displayed()
+
+    failures = texts("#failures tbody tr")
+    failed_ids = [r["id"] for r in db.fetch_all("list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10)]
+    assert len(failures) == len(failed_ids) and all(f"#{i}" in t for i, t in zip(failed_ids, failures))
+
+    find(f"{row_css} .history").click()
+    two_jobs = seeded[21][1]
+    key = wait_for(lambda: browser.execute_script(
+        "const d = [...document.querySelectorAll('details.occurrence')].find(d => d.innerText.includes('2 runs'));"
+        "return d && d.dataset.key"), 15, "the grouped history")
+    find(f'details.occurrence[data-key="{key}"] > summary').click()
+    jobs = wait_for(lambda: texts(f'details.occurrence[data-key="{key}"] table.jobs tbody tr'), 15, "its jobs")
+    assert len(jobs) == 2 and "COMPLETED" in jobs[0] and "FAILED" in jobs[1]
+    find(f'details.job[data-run-id="{two_jobs[1]}"] > summary').click()
+    wait_for(lambda: "occurrence 21 log line" in "".join(texts(f'details.job[data-run-id="{two_jobs[1]}"] pre')), 15, "its log lines")
+
+    # Auto-refresh: a new failure shows up on its own; what was opened stays open.
+    new_ids = seed_occurrence(db, "feed-refresh", start + timedelta(minutes=15 * 23), [("feed.refresh_feeds", "FAILED")])
+    wait_for(lambda: f"#{new_ids[0]}" in "".join(texts("#failures tbody tr:first-child")), 20, "the refresh to show the new failure")
+    wait_for(lambda: browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.status).pop()", f"{row_css} .occ") == "FAILED",
+        10, "the strip to end with the new failure")
+    assert find(f'details.occurrence[data-key="{key}"]').get_attribute("open") is not None
+    assert find(f'details.job[data-run-id="{two_jobs[1]}"]').get_attribute("open") is not None
+    assert "occurrence 21 log line" in "".join(texts(f'details.job[data-run-id="{two_jobs[1]}"] pre'))
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.execute_script("arguments[0].focus()", find(f"{row_css} .occ:last-child"))
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-overview.png"))
+    browser.execute_script("document.querySelector('#history').scrollIntoView()")
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "admin-page-history.png"))
+
+
+def test_run_now_shows_its_runs_while_they_run_and_until_they_end(browser, database_url, monkeypatch):
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("TEST_JOB_SECONDS", "3")  # tests/alert_app.py's job, run inline by this in-process server
+    server = AdminServer(database_url, SCHEDULES_MODULE="tests.alert_app", APP_ENV="test")
+    try:
+        def texts(css):
+            return browser.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+
+        browser.get(server.url + "/admin")
+        browser.find_element(By.CSS_SELECTOR, "#token-input").send_keys(ADMIN_TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#token-submit").click()
+        wait_for(lambda: texts('tr[data-schedule-id="flaky"] .run-now'), 15, "the schedules")
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-schedule-id="flaky"] .run-now').click()
+        [running] = wait_for(lambda: texts("#run-now-runs tbody tr"), 10, "the run to show while it runs")
+        assert "flaky.work" in running and "RUNNING" in running
+        assert texts("#result") == ["Running flaky..."]
+        [done] = wait_for(lambda: [t for t in texts("#run-now-runs tbody tr") if "COMPLETED" in t], 20, "the run to end")
+        assert "flaky.work" in done and " s" in done  # with its duration
+        wait_for(lambda: texts("#result") == ["Schedule triggered: flaky: 1 succeeded, 0 failed"], 10, "the answer")
+    finally:
+        server.close()

@@ -1,0 +1,364 @@
+"""Alerts: a JSON POST to ALERT_WEBHOOK_URL when a run failed, an occurrence was missed, a schedule is
+overdue or no daemon is alive, and `recovered` when it is fine again.
+
+    alerts.start(db, settings, "daemon")        # once per process: the watchdog and sender thread
+    alerts.run_failed(db, schedule_id, job_name, run_id, error, trigger)      # hooks in the run path
+    alerts.occurrence_finished(db, schedule_id, trigger, ok)
+    alerts.occurrences_missed(db, skip_records)
+
+Exactly one alert per event, whatever the number of processes: each decision is taken in one
+transaction holding the AlertState row of its subject (a schedule failing or overdue, no live daemon
+or worker), and the alert is inserted in the same transaction under a unique (event key, webhook)
+pair. No floods: a subject alerts when it goes wrong, then at most once per ALERT_REPEAT_S (with the
+count of failures since), and `recovered` when it is fine again. Manual runs never alert.
+
+The hooks only write rows; a background thread per process sends them (POST, 5 s timeout), retrying
+with backoff for up to 10 minutes, so a slow or dead webhook never delays scheduling. Any process
+that knows a webhook URL may send its alerts: a claim moves the alert's next attempt forward, a
+lease that outlives a crashed sender. The same thread is the watchdog: once a heartbeat interval it
+checks for overdue schedules and for the absence of live daemons (and, in queue mode, workers).
+Logged URLs keep only their scheme and host: paths and queries of webhooks hold secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from db import Database
+from settings import Settings
+
+log = logging.getLogger("alerts")
+
+SEND_TIMEOUT_S = 5.0
+GIVE_UP_AFTER = timedelta(minutes=10)
+SEND_LEASE = timedelta(seconds=60)  # longer than one POST: a sender that dies mid-send is replaced after it
+MAX_BACKOFF_S = 120.0
+
+
+class Event(str, Enum):
+    RUN_FAILED = "run_failed"
+    OCCURRENCE_MISSED = "occurrence_missed"
+    SCHEDULE_OVERDUE = "schedule_overdue"
+    DAEMON_DOWN = "daemon_down"
+    RECOVERED = "recovered"
+
+
+class Delivery(str, Enum):
+    """AlertOutbox.status."""
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    GAVE_UP = "GAVE_UP"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One event, as POSTed: `text` (Slack, Mattermost, Google Chat) and `content` (Discord) carry one human line."""
+
+    event: Event
+    key: str                     # unique per event: the same key queued twice is sent once
+    text: str
+    at: datetime
+    schedule_id: str | None = None
+    job_name: str | None = None
+    run_id: int | None = None
+    error: str | None = None
+
+    def body(self) -> str:
+        return json.dumps({"event": self.event.value, "scheduleId": self.schedule_id, "jobName": self.job_name,
+                           "runId": self.run_id, "error": self.error,
+                           "at": self.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                           "text": self.text, "content": self.text})
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """A row of AlertState: what is known about one subject."""
+
+    subject: str
+    active: bool
+    episode: int
+    pending: int
+    since: datetime | None
+    last_alert_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AlertState:
+        return cls(row["subject"], bool(row["active"]), row["episode"], row["pending"], row["since"], row["lastAlertAt"])
+
+
+def url_origin(url: str) -> str:
+    """scheme://host[:port] of a URL: what a log line may show of it."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def target_of(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def last_line(error: str | None) -> str | None:
+    """The exception line of a traceback, which is what a chat message has room for."""
+    lines = (error or "").strip().splitlines()
+    return lines[-1][:500] if lines else None
+
+
+class AlertService:
+    """This process's alert decisions, watchdog and sender; see the module docstring."""
+
+    def __init__(self, db: Database, settings: Settings, label: str):
+        self.db = db
+        self.settings = settings
+        self.label = label
+        self.urls = {target_of(url): url for url in settings.alert_webhook_urls}
+        self.repeat = timedelta(seconds=settings.alert_repeat_s)
+        self.interval_s = settings.heartbeat_interval_ms / 1000
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{label}-alerts", daemon=True)
+
+    # -- decisions -----------------------------------------------------------------------------------
+
+    def went_wrong(self, subject: str, alert: Alert, counts: bool) -> bool:
+        """Record that `subject` is wrong; alert if it was fine, or ALERT_REPEAT_S after its last alert.
+
+        `counts`: a failure (counted into the next repeat's text) rather than a condition seen again.
+        """
+        with self.db.transaction():
+            state = self._locked_state(subject, alert.at)
+            if state.active and state.last_alert_at is not None and alert.at - state.last_alert_at < self.repeat:
+                if counts:
+                    self._store(state, alert.at, pending=state.pending + 1)
+                return False
+            episode = state.episode if state.active else state.episode + 1
+            text = alert.text
+            if state.active and counts and state.pending:
+                text += f" ({state.pending + 1} failures since the last alert)"
+            # A run's alert is keyed by the run; a condition's by its episode and the moment of this alert.
+            key = alert.key if alert.run_id is not None else f"{alert.key}:{episode}:{alert.at.isoformat()}"
+            self._store(state, alert.at, active=True, episode=episode, pending=0, last_alert_at=alert.at,
+                        since=state.since if state.active else alert.at)
+            self.queue(Alert(alert.event, key, text, alert.at, alert.schedule_id, alert.job_name, alert.run_id, alert.error))
+        self._wake.set()
+        return True
+
+    def is_fine(self, subject: str, text: str, at: datetime, schedule_id: str | None = None) -> bool:
+        """Record that `subject` is fine; alert `recovered` if it had been alerted on."""
+        row = self.db.fetch_one("get_alert_state", subject=subject)
+        if row is None or not row["active"]:
+            return False  # the common case costs one read and no write
+        with self.db.transaction():
+            state = self._locked_state(subject, at)
+            if not state.active:
+                return False
+            self._store(state, at, active=False, pending=0)
+            since = f" (wrong since {state.since.isoformat(timespec='seconds')})" if state.since else ""
+            self.queue(Alert(Event.RECOVERED, f"recovered:{subject}:{state.episode}", text + since, at, schedule_id))
+        self._wake.set()
+        return True
+
+    def _locked_state(self, subject: str, now: datetime) -> AlertState:
+        self.db.execute("insert_alert_state", subject=subject, now=now)
+        self.db.execute("lock_alert_state", subject=subject, now=now)
+        return AlertState.from_row(self.db.fetch_one("get_alert_state", subject=subject))
+
+    def _store(self, state: AlertState, now: datetime, **changes: Any) -> None:
+        new = {"active": state.active, "episode": state.episode, "pending": state.pending, "since": state.since,
+               "last_alert_at": state.last_alert_at, **changes}
+        self.db.execute("update_alert_state", subject=state.subject, now=now, **new)
+
+    def queue(self, alert: Alert) -> None:
+        body = alert.body()
+        for target in self.urls:
+            self.db.execute("insert_alert", dedup_key=alert.key, target=target, event=alert.event.value,
+                            schedule_id=alert.schedule_id, run_id=alert.run_id, body=body, now=alert.at)
+        log.warning("[alerts] %s: %s", alert.event.value, alert.text,
+                    extra={"event": alert.event.value, "scheduleId": alert.schedule_id, "jobName": alert.job_name,
+                           "runId": alert.run_id})
+
+    # -- the watchdog --------------------------------------------------------------------------------
+
+    def watch(self, now: datetime) -> None:
+        """Overdue schedules and missing daemons/workers: alert, repeat or recover."""
+        heartbeat_after = now - timedelta(seconds=self.settings.health_max_heartbeat_age_s)
+        live = {row["workerType"]: row["live"] for row in self.db.fetch_all("live_instances", heartbeat_after=heartbeat_after)}
+        age = f"younger than HEALTH_MAX_HEARTBEAT_AGE_S ({self.settings.health_max_heartbeat_age_s}s)"
+        kinds = [("daemon_down", "schedule_daemon", "schedule daemon")]
+        if self.settings.execution_mode == "queue":
+            kinds.append(("worker_down", "job_worker", "job worker"))
+        for subject, worker_type, name in kinds:
+            if live.get(worker_type):
+                self.is_fine(subject, f"a {name} is alive again", now)
+            else:
+                self.went_wrong(subject, Alert(Event.DAEMON_DOWN, subject, f"no live {name}: none has a heartbeat {age}",
+                                               now), counts=False)
+        if not live.get("schedule_daemon"):
+            return  # every schedule is overdue then: daemon_down says it once instead of once per schedule
+        tolerance = timedelta(seconds=self.settings.health_overdue_tolerance_s)
+        overdue = {row["id"]: row["nextRunAt"] for row in self.db.fetch_all("overdue_schedules", due_before=now - tolerance)}
+        for schedule_id, due in overdue.items():
+            self.went_wrong(f"overdue:{schedule_id}", Alert(
+                Event.SCHEDULE_OVERDUE, f"schedule_overdue:{schedule_id}",
+                f"schedule {schedule_id} is overdue: due {due.isoformat(timespec='seconds')}, not claimed within "
+                f"{tolerance.total_seconds():.0f}s", now, schedule_id), counts=False)
+        for row in self.db.fetch_all("active_alert_states"):
+            subject = row["subject"]
+            if subject.startswith("overdue:") and subject[len("overdue:"):] not in overdue:
+                schedule_id = subject[len("overdue:"):]
+                self.is_fine(subject, f"schedule {schedule_id} runs again", now, schedule_id)
+
+    # -- delivery ------------------------------------------------------------------------------------
+
+    def deliver_due(self, now: datetime) -> None:
+        """Send every alert due now whose webhook this process knows."""
+        for row in self.db.fetch_all("due_alerts", now=now, limit=50):
+            url = self.urls.get(row["target"])
+            if url is None:  # queued by a process with another ALERT_WEBHOOK_URL: its own sender sends it
+                continue
+            if self.db.execute("claim_alert", id=row["id"], now=now, lease_until=now + SEND_LEASE) != 1:
+                continue
+            error = post(url, row["body"].encode())
+            done = self.db.now()
+            if error is None:
+                self.db.execute("alert_sent", id=row["id"], now=done)
+                log.info("[alerts] %s sent to %s", row["event"], url_origin(url), extra={"event": row["event"]})
+                continue
+            attempts = row["attempts"] + 1
+            retry_at = done + timedelta(seconds=min(2.0 ** attempts, MAX_BACKOFF_S))
+            gave_up = retry_at - row["createdAt"] > GIVE_UP_AFTER
+            self.db.execute("alert_failed", id=row["id"], status=(Delivery.GAVE_UP if gave_up else Delivery.PENDING).value,
+                            next_attempt_at=retry_at, error=error[:500])
+            log.error("[alerts] %s to %s failed (attempt %d): %s; %s", row["event"], url_origin(url), attempts, error,
+                      "giving up after 10 minutes" if gave_up else f"retrying at {retry_at.isoformat(timespec='seconds')}",
+                      extra={"event": row["event"]})
+
+    def seconds_until_next_delivery(self, now: datetime) -> float | None:
+        row = self.db.fetch_one("next_alert_due")
+        return None if row is None else max(0.0, (row["nextAttemptAt"] - now).total_seconds())
+
+    # -- the thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("[alerts] Alerts on: %d webhook(s) (%s), repeat every %ss, watchdog every %gs", len(self.urls),
+                 ", ".join(url_origin(u) for u in self.urls.values()), self.settings.alert_repeat_s, self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=SEND_TIMEOUT_S + 5)
+
+    def _run(self) -> None:
+        next_watch = 0.0
+        while not self._stop.is_set():
+            wait = self.interval_s
+            try:
+                if time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + self.interval_s
+                    self.db.measure_clock()  # ages are judged by the database's clock, as the health check does
+                    self.watch(self.db.now())
+                self.deliver_due(self.db.now())
+                until = self.seconds_until_next_delivery(self.db.now())
+                wait = min(max(0.0, next_watch - time.monotonic()), until if until is not None else wait)
+            except Exception as exc:  # the database may be away: the next round tries again
+                log.error("[alerts] watchdog or sender failed, retrying in %gs: %s", self.interval_s, exc)
+            self._wake.wait(max(wait, 0.05))
+            self._wake.clear()
+        self.db.close()
+
+
+def post(url: str, body: bytes) -> str | None:
+    """POST JSON; None when the webhook answered 2xx, else why not (without the URL)."""
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "User-Agent": "schedule-jobs-alerts"})
+    try:
+        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_S) as response:
+            response.read(1024)
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except Exception as exc:  # refused, timed out, DNS, TLS: all mean "try again later"
+        reason = getattr(exc, "reason", exc)
+        return f"{type(reason).__name__}: {reason}".replace(url, url_origin(url))
+
+
+# -- the hooks: one line each in the run path; no-ops until start() ---------------------------------------
+
+_service: AlertService | None = None
+
+
+def start(db: Database, settings: Settings, label: str) -> AlertService | None:
+    """Start this process's alert thread when ALERT_WEBHOOK_URL is set; returns it (None when off)."""
+    global _service
+    if not settings.alert_webhook_urls:
+        return None
+    _service = AlertService(db, settings, label)
+    _service.start()
+    return _service
+
+
+def stop() -> None:
+    global _service
+    if _service is not None:
+        _service.stop()
+        _service = None
+
+
+def _guarded(what: str, fn: Any) -> None:
+    """Alerting must never break a run: a database error here is logged, not raised."""
+    try:
+        fn()
+    except Exception as exc:
+        log.error("[alerts] could not record %s: %s", what, exc)
+
+
+def run_failed(db: Database, schedule_id: str | None, job_name: str, run_id: int, error: str | None, trigger: str) -> None:
+    """A cron run failed for good (after its last retry in queue mode)."""
+    service = _service
+    if service is None or trigger != "CRON" or schedule_id is None:
+        return
+    now = db.now()
+    alert = Alert(Event.RUN_FAILED, f"run_failed:{run_id}",
+                  f"{job_name} failed (schedule {schedule_id}, run {run_id}): {last_line(error) or 'no error text'}",
+                  now, schedule_id, job_name, run_id, last_line(error))
+    _guarded("a failed run", lambda: service.went_wrong(f"failing:{schedule_id}", alert, counts=True))
+
+
+def occurrence_finished(db: Database, schedule_id: str | None, trigger: str, ok: bool) -> None:
+    """A cron occurrence ended; if it succeeded, a failing schedule has recovered."""
+    service = _service
+    if service is None or trigger != "CRON" or schedule_id is None or not ok:
+        return
+    _guarded("a success", lambda: service.is_fine(f"failing:{schedule_id}", f"schedule {schedule_id} succeeded again",
+                                                 db.now(), schedule_id))
+
+
+def occurrences_missed(db: Database, records: list[dict[str, Any]]) -> None:
+    """Occurrences recorded as skipped (runner.skipped_record rows): one occurrence_missed each."""
+    service = _service
+    if service is None or not records:
+        return
+
+    def queue_all() -> None:
+        with db.transaction():
+            for record in records:
+                row = db.fetch_one("skip_record_id", schedule_id=record["schedule_id"], scheduled_for=record["scheduled_for"])
+                run_id = row["id"] if row else None
+                service.queue(Alert(Event.OCCURRENCE_MISSED,
+                                    f"occurrence_missed:{record['schedule_id']}:{record['scheduled_for'].isoformat()}",
+                                     f"schedule {record['schedule_id']}: {record['error']}", record["now"],
+                                     record["schedule_id"], None, run_id, record["error"]))
+        service._wake.set()
+
+    _guarded("missed occurrences", queue_all)
