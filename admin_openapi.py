@@ -159,7 +159,7 @@ OPENAPI: dict[str, Any] = {
             "Schedule": obj({
                 "id": STRING, "name": STRING, "description": STRING, "cron": STRING, "cronDescription": STRING,
                 "timezone": STRING, "executionMode": nullable(STRING), "jobGroup": nullable(STRING),
-                "missedRunPolicy": nullable(STRING), "jobs": {"type": "array", "items": STRING},
+                "missedRunPolicy": nullable(STRING), "overlapPolicy": nullable(STRING), "jobs": {"type": "array", "items": STRING},
                 "orphaned": {"type": "boolean"}, "synced": {"type": "boolean"}, "enabled": {"type": "boolean"},
                 "lastRunAt": TIME, "nextRunAt": TIME, "runCount": INTEGER, "failureCount": INTEGER,
                 "running": {"type": "boolean"}, "lockedBy": nullable(STRING), "lockedAt": TIME,

@@ -42,9 +42,12 @@ import metrics
 from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
-from runner import Presence, run_claimed, sync_definitions, utcnow
+from occurrence import enqueue_occurrence, run_now
+from records import RunStatus
+from runner import sync_definitions, utcnow
 from health import check_health
-from queue_mode import JobWorker, enqueue_occurrence
+from queue_mode import JobWorker
+from supervisor import ChildPool
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
 
@@ -230,7 +233,7 @@ def body_fields(body: Any, allowed: dict[str, type], required: tuple[str, ...] =
 
 JSON_TYPE_NAMES = {bool: "boolean (true or false)", str: "string"}
 SCHEDULE_CODE_FIELDS = {"id", "name", "description", "cron", "timezone", "executionMode", "jobGroup", "environments",
-                        "missedRunPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
+                        "missedRunPolicy", "overlapPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
 
 
 # -- the API -------------------------------------------------------------------------------------------
@@ -244,7 +247,8 @@ class AdminAPI:
         self.app = app
         self.settings = settings
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
-        self.stopping = threading.Event()  # manual runs finish what they start, even at shutdown
+        self.stopping = threading.Event()  # set at SIGTERM: no new manual runs, the rest of one in hand is skipped
+        self.pool = ChildPool(db, settings, settings.schedules_module, "admin")  # manual runs' jobs run in its children
         self._list_lock = threading.Lock()
         self._schedule_list: CachedList | None = None
 
@@ -267,6 +271,7 @@ class AdminAPI:
             "executionMode": definition.execution_mode if definition else None,
             "jobGroup": definition.job_group if definition else None,
             "missedRunPolicy": definition.missed_run_policy if definition else None,
+            "overlapPolicy": definition.overlap_policy if definition else None,
             "jobs": [j.name for j in self.app.jobs_for(definition)] if definition else [],
             "orphaned": definition is None,
             "synced": bool(row),
@@ -336,29 +341,23 @@ class AdminAPI:
         definition = self.require_runnable(schedule_id)
         if self.settings.execution_mode == "queue":
             return self.enqueue_now(request, definition, body.get("note"))
-        presence = Presence(self.db, "admin_server", self.settings.heartbeat_interval_ms / 1000)
-        now = utc_ms(utcnow())  # the occurrence of a manual run is the moment it was asked for
-        with self.db.transaction():
-            if self.db.execute("claim_schedule_now", id=schedule_id, owner=presence.id, now=now) != 1:
-                holder = self.db.fetch_one("get_schedule", id=schedule_id)
-                raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
-                                f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
-            self.audit(request, "trigger", schedule_id, body.get("note"), now)
-        # Registered after the claim commits: a failed claim leaves no heartbeat thread behind. Until
-        # then the lock names an instance with no row; if this process dies there, the lease expires.
-        presence.register(now)
+        if self.stopping.is_set():
+            raise HTTPError(503, "shutting_down", "the admin server is shutting down: it starts no manual runs")
         log.info("[admin] %s triggered schedule %s", request.actor, schedule_id)
-        try:
-            outcome = run_claimed(self.db, self.app, presence, definition, now, "MANUAL", now, self.stopping, "admin")
-        finally:
-            presence.stop(utcnow())
+        outcome = run_now(self.db, self.app, self.pool, definition, "admin_server",
+                          self.settings.heartbeat_interval_ms / 1000, self.stopping, "admin",
+                          lambda now: self.audit(request, "trigger", schedule_id, body.get("note"), now))
+        if outcome is None:
+            holder = self.db.fetch_one("get_schedule", id=schedule_id)
+            raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
+                            f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
         return 200, {
             "message": "Schedule triggered",
-            "jobsExecuted": outcome.count("COMPLETED") + outcome.count("FAILED"),
-            "succeeded": outcome.count("COMPLETED"),
-            "failed": outcome.count("FAILED"),
-            "skipped": outcome.count("SKIPPED"),
-            "runs": [self.run_json(self.db.fetch_one("get_run", id=r["id"])) for r in outcome.runs],
+            "jobsExecuted": outcome.count(RunStatus.COMPLETED) + outcome.count(RunStatus.FAILED),
+            "succeeded": outcome.count(RunStatus.COMPLETED),
+            "failed": outcome.count(RunStatus.FAILED),
+            "skipped": outcome.count(RunStatus.SKIPPED),
+            "runs": [self.run_json(self.db.fetch_one("get_run", id=r.id)) for r in outcome.runs],
         }
 
     def enqueue_now(self, request: Request, definition: ScheduleDefinition, note: str | None) -> tuple[int, Any]:
@@ -891,8 +890,16 @@ def main() -> int:
     host, port = server.server_address[:2]
     log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
              len(app.schedules))
+    api = server.RequestHandlerClass.api
+
     def shut_down(signum: int, _frame: Any) -> None:
-        log.info("[admin] %s received: finishing requests in flight, then stopping", signal.Signals(signum).name)
+        log.info("[admin] %s received: finishing requests in flight (manual runs get SHUTDOWN_GRACE_S, %ds), then "
+                 "stopping", signal.Signals(signum).name, settings.shutdown_grace_s)
+        api.stopping.set()
+        api.pool.end_runs_after_grace()
+        if worker is not None:
+            worker.stopping.set()
+            worker.pool.end_runs_after_grace()
         threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever: not on its thread
 
     signal.signal(signal.SIGTERM, shut_down)
@@ -903,6 +910,7 @@ def main() -> int:
         worker.stopped.wait(timeout=60)
     alerts.stop()
     server.server_close()
+    api.pool.close()
     log.info("[admin] Admin server stopped")
     return 0
 

@@ -104,6 +104,21 @@ SELECT nextRunAt FROM JobSchedule
 WHERE enabled = true AND nextRunAt IS NOT NULL AND lockedAt IS NULL
 ORDER BY nextRunAt LIMIT 1;
 
+-- name: next_due_while_locked
+-- The earliest next run among enabled schedules someone holds: due again once released (overlap BUFFER_ONE).
+SELECT MIN(nextRunAt) AS nextRunAt FROM JobSchedule
+WHERE enabled = true AND nextRunAt IS NOT NULL AND lockedAt IS NOT NULL;
+
+-- name: due_while_locked
+-- Enabled schedules whose next occurrence came while someone holds them (overlap policy SKIP skips it).
+SELECT id, nextRunAt FROM JobSchedule
+WHERE enabled = true AND nextRunAt <= :now AND lockedAt IS NOT NULL;
+
+-- name: skip_while_locked
+-- Overlap policy SKIP: move past the occurrence read as due while the previous run still holds the schedule.
+UPDATE JobSchedule SET nextRunAt = :next_run_at, updatedAt = :now
+WHERE id = :id AND enabled = true AND nextRunAt = :due AND lockedAt IS NOT NULL;
+
 -- name: claim_occurrence
 -- Claim the occurrence read as nextRunAt = :due. Matches only if no one has claimed or skipped it
 -- since (either would have moved nextRunAt) and no one holds the schedule: one row changed = ours.
@@ -213,6 +228,11 @@ SELECT createdAt, level, message FROM JobLog WHERE runId = :run_id ORDER BY id;
 -- Maintenance: log lines of finished runs older than the retention period.
 DELETE FROM JobLog WHERE runId IN (
   SELECT id FROM JobRun WHERE createdAt < :before AND status NOT IN ('QUEUED', 'RUNNING'));
+
+-- name: prune_log_lines
+-- Maintenance: one batch of log lines older than JOB_LOG_RETENTION_DAYS (the derived table lets MySQL take LIMIT).
+DELETE FROM JobLog WHERE id IN (
+  SELECT id FROM (SELECT id FROM JobLog WHERE createdAt < :before ORDER BY id LIMIT :limit) AS batch);
 
 -- name: prune_runs
 -- Maintenance: finished runs older than the retention period.

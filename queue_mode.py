@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,10 +25,11 @@ import alerts
 import pings
 from db import Database
 from errors import Conflict, ConfigError
-from jobs import JobContext
-from runner import RETRYABLE, Presence, execute_job, log_result, recover, retry_until_stored, run_loop, utcnow
-from scheduling import App, ScheduleDefinition
+from records import JobCall, JobPool, RunStatus
+from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
+from scheduling import App
 from settings import Settings
+from supervisor import ChildPool
 
 log = logging.getLogger("worker")
 
@@ -48,21 +48,6 @@ def require_skip_locked(db: Database) -> None:
     """Refuse queue mode on a MySQL server without SKIP LOCKED. SQLite serialises writers instead."""
     if db.kind == "mysql" and (problem := skip_locked_problem(db.fetch_one("server_version")["version"])):
         raise ConfigError(problem)
-
-
-def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime,
-                       trigger: str, now: datetime) -> str:
-    """Insert the occurrence's jobs as QUEUED runs (inside the caller's transaction); returns the batch id."""
-    jobs = app.jobs_for(schedule)
-    batch_id = str(uuid.uuid4())
-    db.execute("insert_batch", id=batch_id, schedule_id=schedule.id, scheduled_for=scheduled_for, trigger=trigger,
-               jobs=len(jobs), now=now)
-    db.execute_many("insert_queued_run", [
-        {"job_name": job.name, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-         "batch_id": batch_id, "attempt": 1, "now": now, "available_at": now, "blocked_by": len(job.depends_on)}
-        for job in jobs
-    ])
-    return batch_id
 
 
 def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: str | None, completed: datetime,
@@ -150,9 +135,12 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
 class JobWorker:
     """Claims ready runs and executes them, back to back while there is work, else every poll interval."""
 
-    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None):
+    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None,
+                 pool: JobPool | None = None):
         self.db = db
         self.app = app
+        self.pool = pool or ChildPool(db, settings, settings.schedules_module, "worker")
+        self.concurrency = settings.job_worker_concurrency
         self.poll_interval = settings.job_worker_poll_interval_ms / 1000
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
@@ -167,7 +155,16 @@ class JobWorker:
         log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
 
     def run_forever(self) -> None:
+        """Run JOB_WORKER_CONCURRENCY loops (each claims one run at a time) until `stopping`."""
+        loops = [threading.Thread(target=run_loop, name=f"job-worker-{n}", daemon=True,
+                                  args=(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now))
+                 for n in range(1, self.concurrency)]
+        for loop in loops:
+            loop.start()
         run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
+        for loop in loops:
+            loop.join()
+        self.pool.close()
         self.presence.stop(self.db.now())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()
@@ -200,11 +197,13 @@ class JobWorker:
 
     def execute(self, run: dict[str, Any]) -> None:
         job = self.app.registry.jobs.get(run["jobName"])
+        error: str | None
         if job is None:
-            status, error, completed, duration_ms = "FAILED", f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
+            status, error, completed, duration_ms = RunStatus.FAILED.value, f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
         else:
-            ctx = JobContext(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"], self.db)
-            status, error, completed, duration_ms = execute_job(job, ctx)
+            result = self.pool.run(job, JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"],
+                                                run["attempt"]))
+            status, error, completed, duration_ms = result.status.value, result.error, self.db.now(), result.duration_ms
         log_result("worker", run["jobName"], status, duration_ms, error,
                    {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]})
         stored = retry_until_stored("recording a job's result", lambda: finish_run(

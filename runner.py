@@ -1,10 +1,9 @@
-"""The engine the daemon and the admin server share: sync, presence, running an occurrence, recovery.
+"""What every process shares: sync, presence, surviving database faults, recovery. (An occurrence: occurrence.py.)
 
 - sync_definitions(): copy code definitions into JobSchedule (new ones disabled).
 - Presence: a WorkerInstance row kept alive by a heartbeat thread, which also renews the leases of
   the schedules this process holds, so a long job keeps its lock and a dead process loses it.
-- run_occurrence(): run a schedule's jobs inline, in dependency order, one JobRun row each.
-- run_claimed(): run_occurrence() under a claim already taken, then release it whatever happens.
+- retry_until_stored(), run_loop(), until_database_answers(): how the loops survive database faults.
 - recover(): free what dead processes left behind (their RUNNING runs, their expired locks).
 """
 
@@ -15,23 +14,19 @@ import logging
 import os
 import socket
 import threading
-import time
-import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import alerts
-import pings
-from db import CLOCK_TOLERANCE, Database, utc_ms
+from db import CLOCK_TOLERANCE, Database
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
-from jobs import Job, JobContext
-from scheduling import App, ScheduleDefinition
+from scheduling import App
 
 log = logging.getLogger("runner")
 
-WHOLE_OCCURRENCE = "*"  # JobRun.jobName of a record about a whole occurrence (e.g. skipped)
+
 RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
 
 
@@ -169,19 +164,21 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
 
 
 def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str,
-             clock: Callable[[], datetime] = utcnow) -> None:
-    """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds.
+             clock: Callable[[], datetime] = utcnow, wake: threading.Event | None = None) -> None:
+    """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds or until `wake` is set.
 
     A database outage or a bug in a step is logged and retried with backoff (up to 60 s): the
-    process keeps going rather than dying with work half done.
+    process keeps going rather than dying with work half done. Whoever sets `wake` sets it at stop too.
     """
     backoff = 1.0
     while not stopping.is_set():
         try:
+            if wake is not None:
+                wake.clear()  # before the pass: a wake-up during it ends the sleep that follows at once
             while step(clock()) and not stopping.is_set():
                 pass
             backoff = 1.0
-            stopping.wait(pause())
+            (wake or stopping).wait(pause())
         except (DatabaseUnavailable, Conflict) as exc:
             log.error("[%s] database error, retrying in %.0fs: %s", label, backoff, exc)
             stopping.wait(backoff)
@@ -205,99 +202,6 @@ def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading
             backoff = min(backoff * 2, 60.0)
 
 
-@dataclass
-class Outcome:
-    """What one occurrence did: one entry per job in `runs`."""
-
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.runs if r["status"] == status)
-
-    @property
-    def ok(self) -> bool:
-        """An occurrence fails when any of its jobs failed or was skipped (including at shutdown)."""
-        return all(r["status"] == "COMPLETED" for r in self.runs)
-
-
-def run_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime, trigger: str,
-                   worker_id: str, stopping: threading.Event, label: str = "daemon") -> Outcome:
-    """Run the schedule's jobs now, inline and in order. Never holds a transaction while a job runs."""
-    jobs = app.jobs_for(schedule)
-    batch_id = str(uuid.uuid4())
-    outcome = Outcome()
-    not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
-    log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
-             schedule.id, trigger, scheduled_for.isoformat())
-    pings.started(schedule.ping_url, trigger)
-
-    def record(**fields: Any) -> int:
-        row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-               "batch_id": batch_id, "attempt": 1, "worker_id": worker_id, "queued_at": None, "started_at": None,
-               "completed_at": None, "duration_ms": None, "error": None, "now": db.now(), **fields}
-        return retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
-
-    for job in jobs:
-        blocked = [dep for dep in job.depends_on if dep in not_completed]
-        if blocked or stopping.is_set():
-            reason = ("not started: the daemon is shutting down" if not blocked else
-                      "not started: dependency " + ", ".join(f"{d} {not_completed[d]}" for d in blocked))
-            run_id = record(job_name=job.name, status="SKIPPED", error=reason)
-            not_completed[job.name] = "SKIPPED"
-            outcome.runs.append({"id": run_id, "jobName": job.name, "status": "SKIPPED", "error": reason})
-            log.warning("[%s] - %s skipped: %s", label, job.name, reason)
-            continue
-        run_id = record(job_name=job.name, status="RUNNING", started_at=db.now())
-        fields = {"scheduleId": schedule.id, "jobName": job.name, "runId": run_id}  # JSON logs' filterable fields
-        log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
-        ctx = JobContext(run_id, job.name, schedule.id, scheduled_for, trigger, 1, db)
-        status, error, completed, duration_ms = execute_job(job, ctx)
-        stored = retry_until_stored("recording a job's result", lambda: db.execute(
-            "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms, error=error,
-        ), stopping, on_rejected=lambda exc: db.execute(
-            "finish_run", id=run_id, status=status, completed_at=completed, duration_ms=duration_ms,
-            error=f"the job's error text was refused by the database ({exc}); see this process's log"))
-        if not stored:
-            log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
-                      "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id, status)
-        log_result(label, job.name, status, duration_ms, error, fields)
-        if status != "COMPLETED":
-            not_completed[job.name] = "FAILED"
-            alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
-        outcome.runs.append({"id": run_id, "jobName": job.name, "status": status, "error": error})
-    log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
-             outcome.count("COMPLETED"), outcome.count("FAILED"), outcome.count("SKIPPED"))
-    alerts.occurrence_finished(db, schedule.id, trigger, outcome.ok)
-    pings.finished(schedule.ping_url, trigger, outcome.ok)
-    return outcome
-
-
-def insert_run_once(db: Database, row: dict[str, Any]) -> int:
-    """insert_run, safe to retry: after a connection lost at COMMIT the row may be there already."""
-    try:
-        return db.insert("insert_run", **row)
-    except DatabaseBusy:
-        raise
-    except Conflict:
-        found = db.fetch_one("find_run", schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-                             job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
-        if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
-            raise  # not this attempt's row: the unique key refused a second run of the occurrence
-        return found["id"]
-
-
-def execute_job(job: Job, ctx: JobContext) -> tuple[str, str | None, datetime, int]:
-    """Call the job: (status, error with traceback, completed at, duration in ms). Never raises."""
-    started = time.monotonic()
-    error = None
-    try:
-        job.fn(ctx)
-        status = "COMPLETED"
-    except Exception:
-        status, error = "FAILED", traceback.format_exc()
-    return status, error, ctx.db.now(), int((time.monotonic() - started) * 1000)
-
-
 def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
                fields: dict[str, Any] | None = None) -> None:
     if status == "COMPLETED":
@@ -305,35 +209,6 @@ def log_result(label: str, job_name: str, status: str, duration_ms: int, error: 
     else:
         log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1],
                   extra=fields)
-
-
-def run_claimed(db: Database, app: App, presence: Presence, schedule: ScheduleDefinition,
-                scheduled_for: datetime, trigger: str, started: datetime, stopping: threading.Event,
-                label: str) -> Outcome:
-    """Run an occurrence whose claim this process holds, then release the claim with its result."""
-    presence.hold(schedule.id)
-    outcome = Outcome()
-    try:
-        outcome = run_occurrence(db, app, schedule, scheduled_for, trigger, presence.id, stopping, label)
-    finally:
-        presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
-        released = retry_until_stored("releasing the schedule", lambda: db.execute(
-            "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=db.now(),
-            succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok else 1,
-        ), stopping)
-        if not released:
-            log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)
-    return outcome
-
-
-def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: str, worker_id: str,
-                   now: datetime) -> dict[str, Any]:
-    """The JobRun row that tells the history an occurrence (or a range of them) did not run."""
-    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
-    return {"job_name": WHOLE_OCCURRENCE, "trigger": "CRON", "schedule_id": schedule_id, "scheduled_for": first,
-            "batch_id": None, "attempt": 1, "status": "SKIPPED", "worker_id": worker_id, "queued_at": None,
-            "started_at": None, "completed_at": now, "duration_ms": None, "error": f"skipped {span}: {reason}",
-            "now": now}
 
 
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:

@@ -1,13 +1,16 @@
-"""The schedule daemon: finds due schedules, claims each occurrence, runs its jobs inline, records it.
+"""The schedule daemon: finds due schedules, claims each occurrence, runs its jobs in supervised children, records it.
 
     python schedule_daemon.py            run until SIGTERM/SIGINT
     python schedule_daemon.py --once     sync, run what is due now, exit
+    python schedule_daemon.py --run ID   run schedule ID once now (as "Run now"), print its runs, exit 0 if all completed
     python schedule_daemon.py --check    validate definitions and jobs, print the next runs, exit 0 or 1
 
 Any number of daemons may share one database: the claim (queries.sql: claim_occurrence) is a
 conditional UPDATE on the nextRunAt value that was read, so each occurrence runs exactly once. The
 loop sleeps until the earliest enabled nextRunAt or SCHEDULE_POLL_INTERVAL_MS, whichever is sooner;
-a heartbeat thread keeps the WorkerInstance row and the lease on the running schedule fresh.
+a heartbeat thread keeps the WorkerInstance row and the leases on the running schedules fresh.
+Up to SCHEDULE_CONCURRENCY occurrences run at once, each on a thread of its own that supervises
+its jobs' child processes (supervisor.py); the loop wakes when one of them ends.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import cron
 import pings
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError
-from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs, require_skip_locked
-from runner import (Presence, recover, retry_until_stored, run_claimed, run_loop, skipped_record, sync_definitions,
-                    until_database_answers, utcnow)
+from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
+from queue_mode import JobWorker, recover_queued_runs
+from records import JobPool
+from runner import Presence, recover, retry_until_stored, run_loop, sync_definitions, until_database_answers, utcnow
 from health import check_health
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
+from supervisor import ChildPool
 
 log = logging.getLogger("daemon")
 
@@ -46,10 +51,11 @@ def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) ->
 
 
 class ScheduleDaemon:
-    def __init__(self, db: Database, app: App, settings: Settings):
+    def __init__(self, db: Database, app: App, settings: Settings, pool: JobPool | None = None):
         self.db = db
         self.app = app
         self.settings = settings
+        self.wake = threading.Event()  # an occurrence ended (its lock is free) or a stop was asked for
         self.poll_interval = timedelta(milliseconds=settings.poll_interval_ms)
         self.heartbeat_interval = timedelta(milliseconds=settings.heartbeat_interval_ms)
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
@@ -59,6 +65,10 @@ class ScheduleDaemon:
         self.presence = Presence(db, "schedule_daemon", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self.stalled = False  # the last pass saw due schedules and moved none of them
+        # Inline or queue is decided here, once; the loop only talks to the executor.
+        self.executor: InlineExecutor | QueueExecutor = (
+            QueueExecutor(db, app) if settings.execution_mode == "queue"
+            else InlineExecutor(db, app, settings, self.presence, self.stopping, self.wake, pool))
 
     # -- start and stop ------------------------------------------------------------------------------
 
@@ -74,16 +84,14 @@ class ScheduleDaemon:
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
         for warning in schedule_warnings(list(self.app.schedules.values())):
             log.warning("[daemon] %s", warning)
-        log.info("[daemon] Execution mode: %s", "queue (jobs are queued for job workers)"
-                 if self.settings.execution_mode == "queue" else "inline (jobs run in this process)")
+        log.info("[daemon] Execution mode: %s", self.executor.description)
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
                  self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
                  self.lock_timeout.total_seconds())
 
     def _start_once(self) -> None:
         self.db.migrate()
-        if self.settings.execution_mode == "queue":
-            require_skip_locked(self.db)
+        self.executor.prepare()
         if not self.presence.registered:
             self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
@@ -92,6 +100,7 @@ class ScheduleDaemon:
                  len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
 
     def stop(self) -> None:
+        self.executor.close()
         alerts.stop()
         pings.flush()
         self.presence.stop(self.db.now())
@@ -100,13 +109,16 @@ class ScheduleDaemon:
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         """Signal handler: finish the job in hand, release, mark STOPPED, exit."""
-        log.info("[daemon] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        log.info("[daemon] %s received: no new occurrences; running jobs get SHUTDOWN_GRACE_S (%ds) to finish",
+                 signal.Signals(signum).name, self.settings.shutdown_grace_s)
         self.stopping.set()
+        self.wake.set()
+        self.executor.end_runs_after_grace()
 
     # -- the loop ------------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        run_loop(self.run_pass, self.pause, self.stopping, "daemon", self.db.now)
+        run_loop(self.run_pass, self.pause, self.stopping, "daemon", self.db.now, self.wake)
 
     def pause(self) -> float:
         sleep = self.seconds_until_next_pass(self.db.now())
@@ -119,6 +131,7 @@ class ScheduleDaemon:
         """--once: run what is due now, then return."""
         while self.run_pass(self.db.now()) and not self.stopping.is_set():
             pass
+        self.executor.wait()
 
     def run_pass(self, now: datetime) -> bool:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
@@ -132,6 +145,7 @@ class ScheduleDaemon:
         if (housekeeping or self.stalled) and self.db.normalise_typed_times():
             log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         self.follow_enablement(now)
+        self.skip_overlaps(now)
         due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
         self.stalled = False
         if not due:
@@ -158,7 +172,7 @@ class ScheduleDaemon:
         for schedule, due_at in to_run:
             if self.stopping.is_set():
                 break
-            elapsed = timedelta(seconds=time.monotonic() - started)  # earlier schedules' jobs took time
+            elapsed = timedelta(seconds=time.monotonic() - started)  # waiting for a slot took time
             moved += self.process_due(schedule, due_at, now + elapsed, lifetimes)
         # A pass that moved nothing (others claimed it all, or a row no claim matches) is not work:
         # counting it would run the next pass at once, and the next, at 100% CPU.
@@ -190,6 +204,25 @@ class ScheduleDaemon:
                         "(missed-run policy SKIP; recorded in their history): %s", len(skipped), names)
         return len(skipped)
 
+    def skip_overlaps(self, now: datetime) -> None:
+        """Overlap policy SKIP: an occurrence due while its schedule still runs is recorded SKIPPED, not run.
+
+        Under BUFFER_ONE it waits: the first pass after the release runs it once (coalesced if several).
+        """
+        for row in self.db.fetch_all("due_while_locked", now=now):
+            schedule = self.app.schedules.get(row["id"])
+            if schedule is None or schedule.overlap_policy != "SKIP":
+                continue
+            latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
+            with self.db.transaction():
+                if self.db.execute("skip_while_locked", id=schedule.id, due=row["nextRunAt"],
+                                   next_run_at=schedule.next_after(now), now=now) == 1:
+                    self.db.execute("insert_skip_record", **skipped_record(
+                        schedule.id, row["nextRunAt"], latest, "previous run still running (overlap policy SKIP)",
+                        self.presence.id, now))
+                    log.warning("[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
+                                schedule.id, latest.isoformat())
+
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
         for row in self.db.fetch_all("disabled_with_next_run"):
@@ -201,58 +234,44 @@ class ScheduleDaemon:
 
     def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
                     lifetimes: list[dict[str, Any]]) -> bool:
-        """Claim the latest due occurrence and run it once (inline) or queue it (queue mode); False if not ours.
+        """Claim the latest due occurrence and hand it to the executor (run here, or queued); False if not ours.
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
         replayed: they are recorded as one SKIPPED line, and nextRunAt moves to the first future one.
         """
-        latest = max(due, schedule.latest_at_or_before(now))
-        next_run_at = schedule.next_after(now)
-        missed = self.missed(schedule, due, now, lifetimes)
-        queue = self.settings.execution_mode == "queue"
-        batch_id = None
-        coalesced = None
+        if not self.executor.reserve():
+            return False
+        started = False  # start() takes the reservation over; anything else gives it back
         try:
-            with self.db.transaction():
-                if queue:
-                    claimed = self.db.execute("advance_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                              now=now)
-                else:
-                    claimed = self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                                              owner=self.presence.id, now=now)
-                if claimed != 1:
-                    return False  # claimed, skipped or disabled by someone else since we read it
-                if latest > due:
-                    reason = "coalesced into the catch-up run of " if missed else "the daemon was late; coalesced into the run of "
-                    coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
-                                               reason + latest.isoformat(), self.presence.id, now)
-                    self.db.execute("insert_skip_record", **coalesced)
-                if queue:
-                    batch_id = enqueue_occurrence(self.db, self.app, schedule, latest, "CRON", now)
-        except DatabaseUnavailable as exc:
-            if not self.claim_landed(schedule, batch_id):
-                raise
-            log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
-                        schedule.id, exc)
-        if coalesced:
-            alerts.occurrences_missed(self.db, [coalesced])
-        if queue:
-            pings.started(schedule.ping_url, "CRON")
-            log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
-                     schedule.name, schedule.id, latest.isoformat())
-        else:
-            run_claimed(self.db, self.app, self.presence, schedule, latest, "CRON", now, self.stopping, "daemon")
-        return True
-
-    def claim_landed(self, schedule: ScheduleDefinition, batch_id: str | None) -> bool:
-        """After a connection lost mid-claim: did the COMMIT land? Read back the batch, or the schedule's lockedBy."""
-        def read_back() -> bool:
-            if self.settings.execution_mode == "queue":
-                return batch_id is not None and self.db.fetch_one("get_batch", id=batch_id) is not None
-            row = self.db.fetch_one("get_schedule", id=schedule.id)
-            return row is not None and row["lockedBy"] == self.presence.id
-
-        return bool(retry_until_stored("reading back a claim", read_back, self.stopping))
+            latest = max(due, schedule.latest_at_or_before(now))
+            missed = self.missed(schedule, due, now, lifetimes)
+            batch_id = None
+            coalesced = None
+            try:
+                with self.db.transaction():
+                    if not self.executor.claim(schedule, due, schedule.next_after(now), now):
+                        return False  # claimed, skipped or disabled by someone else since we read it
+                    if latest > due:
+                        reason = ("coalesced into the catch-up run of " if missed
+                                  else "the daemon was late; coalesced into the run of ")
+                        coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
+                                                   reason + latest.isoformat(), self.presence.id, now)
+                        self.db.execute("insert_skip_record", **coalesced)
+                    batch_id = self.executor.within_claim(schedule, latest, now)
+            except DatabaseUnavailable as exc:
+                if not retry_until_stored("reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id),
+                                          self.stopping):
+                    raise
+                log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going "
+                            "on; %s", schedule.id, exc)
+            if coalesced:
+                alerts.occurrences_missed(self.db, [coalesced])
+            self.executor.start(schedule, latest, now)
+            started = True
+            return True
+        finally:
+            if not started:
+                self.executor.unreserve()
 
     def seconds_until_next_pass(self, now: datetime) -> float:
         """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
@@ -260,6 +279,11 @@ class ScheduleDaemon:
         row = self.db.fetch_one("next_wakeup")
         if row is not None:
             wake = min(wake, row["nextRunAt"])
+        # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
+        # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
+        held = self.db.fetch_one("next_due_while_locked")
+        if held is not None and held["nextRunAt"] is not None:
+            wake = min(wake, max(held["nextRunAt"], now + self.heartbeat_interval))
         return max(0.0, (wake - now).total_seconds())
 
 
@@ -303,8 +327,10 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
                     "set EXECUTION_MODE=queue on the daemons for this worker to have work", settings.execution_mode)
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("[worker] %s received: finishing the job in hand, then stopping", signal.Signals(signum).name)
+        log.info("[worker] %s received: the job in hand gets SHUTDOWN_GRACE_S (%ds), then stopping",
+                 signal.Signals(signum).name, settings.shutdown_grace_s)
         worker.stopping.set()
+        worker.pool.end_runs_after_grace()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -316,6 +342,44 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
     return 0
 
 
+def run_schedule_now(db: Database, app: App, settings: Settings, schedule_id: str) -> int:
+    """--run ID: "Run now" without a server (the same claim, supervised, trigger MANUAL); exit 0 if all completed."""
+    schedule = app.schedules.get(schedule_id)
+    if schedule is None:
+        print(f"error: no schedule {schedule_id!r} in {settings.schedules_module} for APP_ENV={app.environment} "
+              f"(schedules: {', '.join(app.schedules) or 'none'})", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    pool = ChildPool(db, settings, settings.schedules_module, "run")
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("[run] %s received: the rest of the run is skipped; its job gets SHUTDOWN_GRACE_S (%ds)",
+                 signal.Signals(signum).name, settings.shutdown_grace_s)
+        stopping.set()
+        pool.end_runs_after_grace()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        db.migrate()
+        sync_definitions(db, app, db.now())
+        outcome = run_now(db, app, pool, schedule, "manual_run", settings.heartbeat_interval_ms / 1000, stopping, "run")
+    finally:
+        pool.close()
+    if outcome is None:
+        holder = db.fetch_one("get_schedule", id=schedule_id) or {}
+        print(f"error: schedule {schedule_id!r} is running now (held by {holder.get('lockedBy')}); try again when it ends",
+              file=sys.stderr)
+        return 1
+    for run in outcome.runs:
+        row = db.fetch_one("get_run", id=run.id) or {}
+        print(f"run {run.id} {run.job_name}: {run.status.value} in {row.get('durationMs') or 0} ms"
+              + (f": {run.error.strip().splitlines()[-1]}" if run.error else ""))
+        for line in db.fetch_all("list_logs", run_id=run.id):
+            print(f"    {line['createdAt'].isoformat()} {line['level']} {line['message']}")
+    return 0 if outcome.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -323,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="validate definitions, print next runs, exit")
     mode.add_argument("--worker", action="store_true", help="run a job worker (EXECUTION_MODE=queue) instead")
     mode.add_argument("--health", action="store_true", help="check the system's health: exit 0 healthy, 1 not")
+    mode.add_argument("--run", metavar="SCHEDULE_ID", help="run one schedule now (as \"Run now\"), print its runs, "
+                                                           "exit 0 if all completed, 1 otherwise")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -335,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_health(settings.database(), settings)
         if args.worker:
             return run_worker(settings.database(), app, settings)
+        if args.run is not None:
+            return run_schedule_now(settings.database(), app, settings, args.run)
         if not settings.daemon_enabled:
             log.info("[daemon] SCHEDULE_DAEMON_ENABLED=false: this process runs no schedules; exiting")
             return 0

@@ -20,6 +20,7 @@ from settings import url_problem
 
 EXECUTION_MODES = ("ALL_JOBS", "GROUP")
 MISSED_RUN_POLICIES = ("SKIP", "RUN_ONCE")
+OVERLAP_POLICIES = ("BUFFER_ONE", "SKIP")
 ENVIRONMENTS = ("development", "test", "staging", "production")
 
 
@@ -34,6 +35,7 @@ class ScheduleDefinition:
     job_group: str | None = None             # required for GROUP
     environments: tuple[str, ...] | None = None  # None: every environment
     missed_run_policy: str = "SKIP"          # 'SKIP' | 'RUN_ONCE'
+    overlap_policy: str = "BUFFER_ONE"       # due while still running: 'BUFFER_ONE' runs it after, 'SKIP' records it skipped
     ping_url: str | None = None              # healthchecks-style: GET /start, (success), /fail per cron occurrence
 
     def next_after(self, after: datetime) -> datetime:
@@ -84,6 +86,8 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
         for env in s.environments or ():
             if env not in ENVIRONMENTS:
                 problems.append(f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})")
+        if s.overlap_policy not in OVERLAP_POLICIES:
+            problems.append(f"{where}: field 'overlap_policy': {s.overlap_policy!r} is not one of {', '.join(OVERLAP_POLICIES)}")
         if s.missed_run_policy not in MISSED_RUN_POLICIES:
             problems.append(f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}")
         if s.ping_url is not None and (not isinstance(s.ping_url, str) or url_problem(s.ping_url)):

@@ -102,6 +102,10 @@ CREATE TABLE JobBatch (
   completedAt     DATETIME(3)  NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+-- migration: 5
+-- Supervised execution captures everything a job prints; JOB_LOG_RETENTION_DAYS prunes old lines by age, in batches.
+CREATE INDEX JobLog_createdAt ON JobLog (createdAt);
+
 -- migration: 6
 -- Alerts. AlertState is one row per thing that can be wrong (a schedule failing or overdue, no live
 -- daemon or worker): the watchdogs and run paths of every process lock it to decide, once, whether an

@@ -43,6 +43,18 @@ def _count(env: dict[str, str], name: str, default: int | None) -> int | None:
     return int(raw)
 
 
+def _whole(env: dict[str, str], name: str, default: int) -> int:
+    value = _count(env, name, default)
+    return default if value is None else value
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = _whole(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
+    return value
+
+
 def _seconds(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if raw == "":
@@ -112,6 +124,15 @@ class Settings:
     health_max_queue_age_s: int
     expected_daemons: int | None
     expected_workers: int | None
+    job_timeout_s: int
+    job_kill_grace_s: int
+    job_max_runs_per_child: int
+    job_child_idle_s: int
+    job_log_max_bytes: int
+    job_log_retention_days: int
+    schedule_concurrency: int
+    job_worker_concurrency: int
+    shutdown_grace_s: int
     alert_webhook_urls: tuple[str, ...]
     alert_repeat_s: int
     metrics_token: str | None
@@ -144,6 +165,15 @@ class Settings:
             health_max_queue_age_s=_count(env, "HEALTH_MAX_QUEUE_AGE_S", 3600),
             expected_daemons=_count(env, "EXPECTED_DAEMONS", None),
             expected_workers=_count(env, "EXPECTED_WORKERS", None),
+            job_timeout_s=_whole(env, "JOB_TIMEOUT_S", 3600),
+            job_kill_grace_s=_whole(env, "JOB_KILL_GRACE_S", 10),
+            job_max_runs_per_child=_positive(env, "JOB_MAX_RUNS_PER_CHILD", 1000),
+            job_child_idle_s=_whole(env, "JOB_CHILD_IDLE_S", 300),
+            job_log_max_bytes=_whole(env, "JOB_LOG_MAX_BYTES", 1024 * 1024),
+            job_log_retention_days=_positive(env, "JOB_LOG_RETENTION_DAYS", 7),
+            schedule_concurrency=_positive(env, "SCHEDULE_CONCURRENCY", 4),
+            job_worker_concurrency=_positive(env, "JOB_WORKER_CONCURRENCY", 1),
+            shutdown_grace_s=_whole(env, "SHUTDOWN_GRACE_S", 25),
             alert_webhook_urls=_urls(env, "ALERT_WEBHOOK_URL"),
             alert_repeat_s=_count(env, "ALERT_REPEAT_S", 3600),
             metrics_token=env.get("METRICS_TOKEN") or None,

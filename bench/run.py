@@ -436,7 +436,7 @@ def queue(bench: Bench) -> None:
                     time.sleep(0.05)
                 app = application(env)
                 schedule = app.schedules["bench-0"]
-                from queue_mode import enqueue_occurrence
+                from occurrence import enqueue_occurrence
 
                 base = datetime.now(timezone.utc).replace(microsecond=0)
                 started = time.perf_counter()
@@ -463,7 +463,7 @@ def queue(bench: Bench) -> None:
 
 def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
     """Enqueue one run every 50 ms into an idle worker's queue; the median wait until it started."""
-    from queue_mode import enqueue_occurrence
+    from occurrence import enqueue_occurrence
 
     base = datetime.now(timezone.utc) + timedelta(days=1)
     batches = []
@@ -526,9 +526,90 @@ async def load(port: int, path: str, connections: int, seconds: float) -> tuple[
 # -- the table -------------------------------------------------------------------------------------------
 
 
+# -- 8. supervision -----------------------------------------------------------------------------------
+
+
+def tree_pss_mib(pid: int) -> float:
+    """PSS of `pid` and all its descendants (fork server, job children), from smaps_rollup: shared pages count once."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, []))
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return total / 1024
+
+
+def supervision(bench: Bench) -> None:
+    """Per-job cost of supervision (a no-op job in a warm child against a call in-process, as before), and the
+    idle tree's memory right after a run (daemon, fork server and one child) beside the peer's."""
+    from jobs import JobContext
+    from records import JobCall
+    from settings import Settings
+    from supervisor import ChildPool
+
+    env = {"SCHEDULES_MODULE": "bench.bench_app", "BENCH_SCHEDULES": "1", "APP_ENV": "test"}
+    calls = int(bench.seconds(3000, 300))
+    for _ in range(bench.repeats):
+        url = synced_database(bench, "sqlite", env)
+        db = Database.from_url(url)
+        app = application(env)
+        job = app.registry.jobs["bench.noop"]
+        pool = ChildPool(db, Settings.from_env({**env, "DATABASE_URL": url}), "bench.bench_app", label="bench")
+        now = datetime.now(timezone.utc)
+        inline, supervised = [], []
+        for i in range(calls + 20):
+            call = JobCall(i + 1, job.name, None, now, "MANUAL", 1)
+            started = time.perf_counter()
+            job.fn(JobContext(call.run_id, job.name, None, now, "MANUAL", 1, db, lambda level, message: None))
+            inline.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            pool.run(job, call)
+            supervised.append((time.perf_counter() - started) * 1000)
+        pool.close()
+        db.close()
+        inline, supervised = inline[20:], supervised[20:]  # the first calls start the fork server and a child
+        for q in (50, 99):
+            bench.record(f"no-op job, before (in-process call): p{q}", "ms", percentile(inline, q))
+            bench.record(f"no-op job, supervised (warm child): p{q}", "ms", percentile(supervised, q),
+                         target="<= 5 ms" if q == 50 else "")
+
+    # JOB_CHILD_IDLE_S=3 stands for the default 300 s: the tree is measured once right after the runs
+    # (daemon, fork server, one child) and once idle (the child ended, the fork server stopped).
+    for _ in range(bench.repeats):
+        env = {"APP_ENV": "development"}
+        url = synced_database(bench, "sqlite", env)
+        enable_all(url)  # the four schedules run once now, then nothing is due for a while
+        log = bench.path("idle-tree.log")
+        daemon = ours(env={**env, "DATABASE_URL": url, "LOG_LEVEL": "DEBUG", "JOB_CHILD_IDLE_S": "3"}, log=log)
+        other = peer("idle", "--db", str(bench.path("peer.db")), "--seconds", "10")
+        wait_for_line(log, "pass done")
+        other.stdout.readline()  # "ready"
+        time.sleep(1)
+        peer_pss = tree_pss_mib(other.pid)
+        bench.record("process tree PSS right after a run (daemon, fork server, a child)", "MiB", tree_pss_mib(daemon.pid))
+        bench.record("process tree PSS right after a run (daemon, fork server, a child)", "MiB", peer_pss, "peer")
+        wait_for_line(log, "fork server stopped")
+        bench.record("idle process tree PSS (after JOB_CHILD_IDLE_S)", "MiB", tree_pss_mib(daemon.pid),
+                     target="<= 0.75x peer")
+        bench.record("idle process tree PSS (after JOB_CHILD_IDLE_S)", "MiB", tree_pss_mib(other.pid), "peer")
+        stop(daemon)
+        peer_result(other)
+
+
 BENCHMARKS: dict[str, Callable[[Bench], None]] = {
     "cold_start": cold_start, "idle": idle, "punctuality": punctuality, "scale": scale,
-    "several_daemons": several_daemons, "queue": queue, "admin_api": admin_api,
+    "several_daemons": several_daemons, "queue": queue, "admin_api": admin_api, "supervision": supervision,
 }
 
 

@@ -34,11 +34,16 @@ class Job:
     depends_on: tuple[str, ...] = ()
     retries: int = 0              # queue mode: how many times a failed run is queued again
     retry_backoff_s: float = 30.0  # queue mode: wait before the first retry, doubled for each next one
+    timeout: float | None = None   # seconds before the run is killed; None: JOB_TIMEOUT_S; 0: never
 
 
 @dataclass
 class JobContext:
-    """What a running job knows about itself. `ctx.log(...)` writes a JobLog line for this run."""
+    """What a running job knows about itself. `ctx.log(...)` writes a JobLog line for this run.
+
+    Inside a supervised child `emit` sends the line to the supervisor, which stores lines in batches
+    and echoes them to its own log; `db` is the child's own Database.
+    """
 
     run_id: int
     job_name: str
@@ -47,11 +52,10 @@ class JobContext:
     trigger: str
     attempt: int
     db: Any = field(repr=False)
+    emit: Callable[[str, str], None] = field(repr=False)
 
     def log(self, message: str, level: str = "INFO") -> None:
-        self.db.insert("insert_log", run_id=self.run_id, created_at=datetime.now(self.scheduled_for.tzinfo),
-                       level=level, message=str(message))
-        log.info("[job] %s (run %s): %s", self.job_name, self.run_id, message)
+        self.emit(level, str(message))
 
 
 class JobRegistry:
@@ -63,7 +67,8 @@ class JobRegistry:
         self._selections: dict[tuple[str, str | None], list[Job]] = {}  # jobs_for() results, per mode and group
 
     def job(self, fn: Callable | None = None, *, group: str, name: str | None = None,
-            depends_on: list[str] | tuple[str, ...] = (), retries: int = 0, retry_backoff_s: float = 30.0) -> Any:
+            depends_on: list[str] | tuple[str, ...] = (), retries: int = 0, retry_backoff_s: float = 30.0,
+            timeout: float | None = None) -> Any:
         """Decorator declaring a job; see the module docstring."""
 
         def register(fn: Callable) -> Callable:
@@ -72,7 +77,9 @@ class JobRegistry:
                 self._problems.append(f"job {job_name!r}: declared twice")
             if not isinstance(retries, int) or retries < 0:
                 self._problems.append(f"job {job_name!r}: field 'retries': must be a non-negative integer")
-            self.jobs[job_name] = Job(job_name, fn, group, tuple(depends_on), retries, float(retry_backoff_s))
+            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+                self._problems.append(f"job {job_name!r}: field 'timeout': must be a number of seconds >= 0 (0: none)")
+            self.jobs[job_name] = Job(job_name, fn, group, tuple(depends_on), retries, float(retry_backoff_s), timeout)
             self._selections.clear()
             return fn
 

@@ -352,7 +352,7 @@ def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
     run_id = db.insert("insert_run", job_name="maintenance.prune_history", trigger="CRON", schedule_id=None,
                        scheduled_for=at, batch_id=None, attempt=1, status="RUNNING", worker_id=None, queued_at=None,
                        started_at=at, completed_at=None, duration_ms=None, error=None, now=at)
-    prune_history(JobContext(run_id, "maintenance.prune_history", None, at, "CRON", 1, db))
+    prune_history(JobContext(run_id, "maintenance.prune_history", None, at, "CRON", 1, db, lambda level, message: None))
     assert sorted(a["dedupKey"] for a in db.fetch_all("list_alerts", limit=10)) == ["new-sent", "old-pending"]
 
 

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 
 from jobs import JobRegistry
+from tests.inprocess import InProcessPool
 from runner import Presence, recover, sync_definitions
 from schedule_daemon import ScheduleDaemon
 from scheduling import App, ScheduleDefinition
@@ -35,7 +36,7 @@ def make_app(*schedules, calls=None, fail=()):
 
 def make_daemon(db, app, **env):
     settings = Settings.from_env({"HEARTBEAT_INTERVAL_MS": "1000", "LOCK_TIMEOUT_MS": "5000", **env})
-    daemon = ScheduleDaemon(db, app, settings)
+    daemon = ScheduleDaemon(db, app, settings, InProcessPool(db))
     return daemon
 
 
@@ -49,7 +50,9 @@ def register(daemon, now):
 def tick(daemon, now):
     """One pass of the daemon at `now`, after the heartbeat its thread would have sent."""
     daemon.presence.beat(now)
-    return daemon.run_pass(now)
+    did_work = daemon.run_pass(now)
+    daemon.executor.wait()  # occurrences run on threads of their own
+    return did_work
 
 
 def enable(db, schedule_id, next_run_at, now=T0):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from health import check_health
-from queue_mode import enqueue_occurrence
+from occurrence import enqueue_occurrence
 from scheduling import load_app
 from settings import Settings
 from tests.conftest import ROOT, operator_connection, operator_sql, wait_for

@@ -31,14 +31,16 @@ class Daemons:
         self.marker.touch()
         self.processes: list[subprocess.Popen] = []
 
+    def env(self) -> dict[str, str]:
+        """The environment every daemon of the group starts with."""
+        return {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.database_url,
+                "SCHEDULES_MODULE": "tests.sample_app", "APP_ENV": "test", "TEST_MARKER_FILE": str(self.marker), **FAST}
+
     def start(self, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"daemon-{len(self.processes)}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "schedule_daemon.py")],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.database_url,
-                 "SCHEDULES_MODULE": "tests.sample_app", "APP_ENV": "test",
-                 "TEST_MARKER_FILE": str(self.marker), **FAST, **env},
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**self.env(), **env},
         )
         process.log_path = log.name
         self.processes.append(process)

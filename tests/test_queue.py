@@ -8,8 +8,10 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from health import check_health
+from tests.inprocess import InProcessPool
 from jobs import JobRegistry
-from queue_mode import JobWorker, enqueue_occurrence, recover_queued_runs
+from occurrence import enqueue_occurrence
+from queue_mode import JobWorker, recover_queued_runs
 from runner import sync_definitions
 from scheduling import App, ScheduleDefinition
 from settings import Settings
@@ -53,7 +55,7 @@ def drain(worker, now):
 def setup(db, **app_kwargs):
     app, calls = make_app(**app_kwargs)
     sync_definitions(db, app, T0)
-    worker = JobWorker(db, app, SETTINGS)
+    worker = JobWorker(db, app, SETTINGS, pool=InProcessPool(db))
     db.insert("register_worker", id=worker.presence.id, worker_type="job_worker", hostname="h", pid=1, now=T0)
     worker.next_recovery = T0 + timedelta(days=1)  # recovery is tested on its own below
     with db.transaction():
