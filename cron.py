@@ -23,6 +23,7 @@ follow Vixie cron: when both are restricted a day matching either fires; a field
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -219,7 +220,7 @@ def _change_near(zone_name: str, hour: int) -> _Change | None:
 
 
 def _change_at(instant: datetime, zone_name: str) -> _Change | None:
-    return _change_near(zone_name, int(instant.timestamp()) // _HOUR)
+    return _change_near(zone_name, math.floor(instant.timestamp()) // _HOUR)
 
 
 def _overlap(instant: datetime, zone_name: str) -> _Change | None:
