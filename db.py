@@ -20,7 +20,8 @@ transient), Conflict (duplicate key), ValueRejected (too long or invalid: perman
 Text the program writes without choosing its length (parameters named in COLUMN_LIMITS: a job's error,
 a log line, an audit actor or note) is cut to fit its column here, with a visible marker, so that no
 outcome is ever refused for its size. Leases, heartbeats and deadness are judged by the database
-server's clock: now() is this process's clock corrected by the offset measure_clock() last saw.
+server's clock: now() is this process's clock, corrected by the offset measure_clock() last saw when
+that is over CLOCK_TOLERANCE.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ COLUMN_LIMITS = {
     "note": ColumnLimit(500, Unit.CHARACTERS),     # AdminAudit.note VARCHAR(500)
 }
 CUT_MARKER = "\n[... {cut} {unit} cut to fit the column ...]\n"
+CLOCK_TOLERANCE = timedelta(seconds=1)  # how far our clock may differ from the database's before now() corrects it
 
 
 def fit_column(value: str, limit: ColumnLimit) -> str:
@@ -310,8 +312,13 @@ class Database:
         return self.clock_offset
 
     def now(self) -> datetime:
-        """The database server's time, from our clock and the last measured offset: no round trip."""
-        return datetime.now(timezone.utc) + self.clock_offset
+        """The database server's time, from our clock and the last measured offset: no round trip.
+
+        A clock within CLOCK_TOLERANCE of the database's is taken as it is: a measurement's error (half
+        a round trip, more on a loaded host) would only make processes of one host disagree.
+        """
+        offset = self.clock_offset if abs(self.clock_offset) > CLOCK_TOLERANCE else timedelta(0)
+        return datetime.now(timezone.utc) + offset
 
     def normalise_typed_times(self) -> int:
         """SQLite: rewrite the times an operator typed by SQL in the stored form, so that claims match them."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import alerts
-from db import Database
+from db import CLOCK_TOLERANCE, Database
 from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ScheduleJobsError, ValueRejected
 from scheduling import App
 
@@ -28,7 +28,6 @@ log = logging.getLogger("runner")
 
 
 RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
-CLOCK_SKEW_WARNING = timedelta(seconds=1)
 
 
 def utcnow() -> datetime:
@@ -108,10 +107,10 @@ class Presence:
     def check_clock(self) -> None:
         """Measure the database's clock; warn when ours starts (or stops) differing from it by over a second."""
         offset = self.db.measure_clock()
-        skewed = abs(offset) > CLOCK_SKEW_WARNING
+        skewed = abs(offset) > CLOCK_TOLERANCE
         if skewed and not self.clock_skewed:
-            log.warning("[%s] this host's clock is %+.3fs off the database server's: leases and heartbeats follow "
-                        "the database's clock, but keep every host in sync with NTP", self.worker_type,
+            log.warning("[%s] this host's clock is %+.3fs off the database server's: from now on leases, heartbeats "
+                        "and run times follow the database's clock; keep every host in sync with NTP", self.worker_type,
                         -offset.total_seconds())
         elif self.clock_skewed and not skewed:
             log.info("[%s] this host's clock agrees with the database server's again", self.worker_type)

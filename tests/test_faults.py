@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,14 @@ def write_lock_held(db, run_id: int):
         conn.close()
 
 
+def wait_for_or_show(processes: Processes, process: subprocess.Popen, predicate, timeout: float, what: str):
+    """wait_for(), failing with the process's log: what it was doing is the first question."""
+    try:
+        return wait_for(predicate, timeout, what)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; its log:\n{processes.log_of(process)[-3000:]}") from None
+
+
 def first_running_run(db) -> dict:
     return wait_for(lambda: next((r for r in runs(db) if r["status"] == "RUNNING"), None), 30, "the job to start")
 
@@ -168,9 +177,10 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
         pytest.skip("SQLite has one writer at a time (BEGIN IMMEDIATE): no deadlocks; busy is the test above")
     hold = tmp_path / "hold"
     hold.touch()
-    processes.start(EXECUTION_MODE="queue")
+    # A generous LOCK_TIMEOUT_MS: on a loaded machine a late heartbeat must not pass the worker for dead.
+    processes.start(EXECUTION_MODE="queue", LOCK_TIMEOUT_MS="15000")
     worker = processes.start("--worker", EXECUTION_MODE="queue", TEST_HOLD_FILE=str(hold),
-                             DB_LOCK_WAIT_TIMEOUT_MS="20000")
+                             DB_LOCK_WAIT_TIMEOUT_MS="20000", LOCK_TIMEOUT_MS="15000")
     enable(db)
     run = first_running_run(db)
     conn = operator_connection(db)
@@ -183,13 +193,23 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
     cur.execute("SELECT id FROM JobBatch WHERE id = %s FOR UPDATE", (run["batchId"],))
     hold.unlink()  # the worker finishes: it locks the run's row, then waits for the batch row we hold
 
-    def worker_waits_on_the_batch() -> bool:
-        rows = operator_sql(db, "SELECT trx_query FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
-        return any("JobBatch" in (query or "") for (query,) in rows)
+    def worker_holds_the_run_row() -> bool:
+        """Inside finish_run: it updated the run's row (and next waits for the batch row, if not already)."""
+        import pymysql
 
-    wait_for(worker_waits_on_the_batch, 20, "the worker to wait for the batch row")
+        probe = operator_connection(db)
+        try:
+            probe.cursor().execute("SELECT id FROM JobRun WHERE id = %s FOR UPDATE NOWAIT", (run["id"],))
+            return False
+        except pymysql.err.OperationalError as error:
+            return error.args[0] in (1205, 3572)  # the lock is taken (NOWAIT's refusal)
+        finally:
+            probe.close()
+
+    wait_for_or_show(processes, worker, worker_holds_the_run_row, 30, "the worker to lock the run's row")
     cur.execute("SELECT id FROM JobRun WHERE id = %s FOR UPDATE", (run["id"],))  # the cycle: InnoDB picks a victim
-    wait_for(lambda: "Deadlock" in processes.log_of(worker), 20, "the worker's transaction to be the deadlock victim")
+    wait_for_or_show(processes, worker, lambda: "Deadlock" in processes.log_of(worker), 20,
+                     "the worker's transaction to be the deadlock victim")
     wait_for(lambda: any("has been queued for" in p for p in problems(db, HEALTH_MAX_QUEUE_AGE_S="1")), 20,
              "the health check to report the queue stalled")
     assert db.fetch_one("get_run", id=run["id"])["status"] == "RUNNING"
@@ -290,7 +310,9 @@ def test_a_daemon_whose_clock_runs_ahead_does_not_take_a_live_peers_lease(db, pr
     run = first_running_run(db)
     ahead = processes.start(TEST_HOLD_FILE=str(hold), LD_PRELOAD=LIBFAKETIME, FAKETIME="+10m",
                             FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
-    wait_for(lambda: "clock is +600" in processes.log_of(ahead), 30, "the skewed daemon to warn about its clock")
+    # 600 s ahead, give or take the measurement's half round trip: +599.998s or +600.002s.
+    wait_for_or_show(processes, ahead, lambda: re.search(r"clock is \+(599\.9|600\.0)\d*s off", processes.log_of(ahead)),
+                     60, "the skewed daemon to warn about its clock")
     ahead_row = wait_for(lambda: next((w for w in db.fetch_all("list_workers") if w["pid"] == ahead.pid), None), 30,
                          "the skewed daemon to register")
     # Several of its recovery passes (one per heartbeat) go by, each judging leases and heartbeats.
@@ -412,6 +434,25 @@ def test_a_pass_that_claims_nothing_is_not_work_and_the_next_one_normalises_type
         assert first is True
     assert [name for name, _ in calls] == ["a", "b", "c"] and not daemon.stalled
     assert db.fetch_one("get_schedule", id="every-minute")["lockedAt"] is None
+
+
+@pytest.mark.parametrize("late_by, runs_it", [(2.5, True), (4.0, False)])
+def test_a_live_daemon_whose_heartbeat_is_a_little_late_still_runs_its_occurrence(db, late_by, runs_it):
+    from tests.test_daemon import make_app, make_daemon, register
+
+    app, calls = make_app()
+    daemon = make_daemon(db, app)  # heartbeats every 1 s: a margin of 3 s
+    occurrence = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
+    register(daemon, occurrence - timedelta(minutes=1))
+    db.execute("enable_schedule", id="every-minute", next_run_at=occurrence, now=occurrence - timedelta(minutes=1))
+    # Its last heartbeat, late under write contention (2.5 intervals), or that of a daemon gone (4).
+    db.execute("heartbeat", id=daemon.presence.id, now=occurrence - timedelta(seconds=late_by))
+    daemon.next_recovery = occurrence + timedelta(hours=1)  # the pass judges liveness only
+    assert daemon.run_pass(occurrence + timedelta(milliseconds=500)) is True
+    daemon.executor.wait()  # an occurrence runs on a thread of its own
+    skipped = [r for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="every-minute", job_name="*",
+                                       before=None, limit=10)]
+    assert (bool(calls), not skipped) == (runs_it, runs_it)
 
 
 # -- stop during backoff ---------------------------------------------------------------------------------
