@@ -88,6 +88,7 @@ class ScheduleDaemon:
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
                  self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
                  self.lock_timeout.total_seconds())
+        self.executor.warm()
 
     def _start_once(self) -> None:
         self.db.migrate()
