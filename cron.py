@@ -54,7 +54,17 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 def fields_of(expression: str) -> list[str]:
     """The fields of `expression`, a nickname replaced by the 5 fields it stands for."""
-    return NICKNAMES.get(expression.strip().lower(), expression).split()
+    return [_single_value_ranges(f) for f in NICKNAMES.get(expression.strip().lower(), expression).split()]
+
+
+def _single_value_ranges(field: str) -> str:
+    """`5-5` and `5-5/2` written as `5`: croniter 7 reads a range whose ends are equal as `*`."""
+    items = []
+    for item in field.split(","):
+        start, dash, rest = item.partition("-")
+        end = rest.split("/")[0]
+        items.append(start if dash and start.lower() == end.lower() else item)
+    return ",".join(items)
 
 
 def _days_either(fields: list[str]) -> bool:
@@ -134,13 +144,15 @@ def seconds_last_warning(expression: str) -> str | None:
     fields = fields_of(expression)
     if len(fields) != 6 or cron_problem(expression) is not None:
         return None
-    minutes, seconds = _parse(expression).expanded[0], _parse(expression).expanded[5]
+    expanded = _parse(expression).expanded
+    minutes, seconds = expanded[0], expanded[5]
     if seconds != ["*"] and len(seconds) < 60 or minutes == ["*"] or len(minutes) == 60:
         return None
     listed = ",".join(str(m) for m in minutes[:12]) + (",..." if len(minutes) > 12 else "")
     meant = " ".join(fields[1:] + fields[:1])
     return (f"6 fields are read with seconds LAST: {quoted(expression)} fires every second (60 times) during "
-            f"minute{'s' if len(minutes) > 1 else ''} {listed} of each matching hour; if the first field was meant as seconds, write {quoted(meant)}")
+            f"minute{'s' if len(minutes) > 1 else ''} {listed} of each matching hour; "
+            f"if the first field was meant as seconds, write {quoted(meant)}")
 
 
 @lru_cache(maxsize=1024)

@@ -104,7 +104,8 @@ class Fires:
     def instant(wall: datetime, zone: ZoneInfo, changes: list[Change]) -> datetime:
         """The README's rule for one wall time."""
         for c in changes:
-            low, high = (c.at + min(c.before, c.after)).replace(tzinfo=None), (c.at + max(c.before, c.after)).replace(tzinfo=None)
+            low = (c.at + min(c.before, c.after)).replace(tzinfo=None)
+            high = (c.at + max(c.before, c.after)).replace(tzinfo=None)
             if low <= wall < high:
                 if c.after > c.before:  # skipped: the same distance past the change
                     return c.at + (wall - low)
