@@ -55,7 +55,10 @@ class InlineExecutor:
         self.runs: set[threading.Thread] = set()
 
     def prepare(self) -> None:
-        """Warm the child pool in the background: the first occurrence then starts without a cold start."""
+        pass
+
+    def warm(self) -> None:
+        """Once started: warm the child pool in the background, so the first occurrence pays no cold start."""
         threading.Thread(target=self.pool.warm, name="warm-job-children", daemon=True).start()
 
     def reserve(self) -> bool:
@@ -126,6 +129,9 @@ class QueueExecutor:
 
     def prepare(self) -> None:
         require_skip_locked(self.db)
+
+    def warm(self) -> None:
+        pass
 
     def reserve(self) -> bool:
         return True  # enqueueing takes no slot: workers bound the work

@@ -106,8 +106,10 @@ ORDER BY nextRunAt LIMIT 1;
 
 -- name: next_due_while_locked
 -- The earliest next run among enabled schedules someone holds: due again once released (overlap BUFFER_ONE).
-SELECT MIN(nextRunAt) AS nextRunAt FROM JobSchedule
-WHERE enabled = true AND nextRunAt IS NOT NULL AND lockedAt IS NOT NULL;
+-- ORDER BY, not MIN(): SQLite's driver turns a column into a datetime by its declared type, which MIN() loses.
+SELECT nextRunAt FROM JobSchedule
+WHERE enabled = true AND nextRunAt IS NOT NULL AND lockedAt IS NOT NULL
+ORDER BY nextRunAt LIMIT 1;
 
 -- name: due_while_locked
 -- Enabled schedules whose next occurrence came while someone holds them (overlap policy SKIP skips it).

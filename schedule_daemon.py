@@ -88,6 +88,7 @@ class ScheduleDaemon:
         log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
                  self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
                  self.lock_timeout.total_seconds())
+        self.executor.warm()
 
     def _start_once(self) -> None:
         self.db.migrate()
@@ -285,7 +286,7 @@ class ScheduleDaemon:
         # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
         # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
         held = self.db.fetch_one("next_due_while_locked")
-        if held is not None and held["nextRunAt"] is not None:
+        if held is not None:
             wake = min(wake, max(held["nextRunAt"], now + self.heartbeat_interval))
         return max(0.0, (wake - now).total_seconds())
 

@@ -189,7 +189,7 @@ class ChildPool:
         process = self._context.Process(
             target=child_main, name="job-child",
             args=(child_conn, self._alive_r, self.app_module, self.settings.database_url,
-                  self.settings.job_child_idle_s + IDLE_MARGIN_S, logging.getLogger().level),
+                  self.settings.job_child_idle_s + IDLE_MARGIN_S, logging.getLogger().level, dict(os.environ)),
         )
         with self._starting:
             process.start()
@@ -333,8 +333,12 @@ class LogSink:
 # -- the child's side -----------------------------------------------------------------------------
 
 
-def child_main(conn: Any, alive: Any, app_module: str, database_url: str, idle_s: float, log_level: int) -> None:
+def child_main(conn: Any, alive: Any, app_module: str, database_url: str, idle_s: float, log_level: int,
+               environ: dict[str, str]) -> None:
     """A child's life: run the calls the supervisor sends, one at a time, until idle, orphaned or told to end."""
+    # The supervisor's environment now, not the fork server's (a copy from when the first job started).
+    os.environ.clear()
+    os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor decides
     signal.signal(signal.SIGTERM, _exit_at_sigterm)
     threading.Thread(target=_exit_with_supervisor, args=(alive,), name="supervisor-watch", daemon=True).start()

@@ -230,3 +230,13 @@ def test_a_live_holder_renews_its_lease_so_recovery_leaves_it_alone(db):
     live.beat(T0 + 4 * SECOND)
     recover(db, T0 + 6 * SECOND, timedelta(seconds=5))
     assert db.fetch_one("get_schedule", id="every-minute")["lockedBy"] == live.id
+
+
+def test_a_schedule_held_elsewhere_and_due_is_looked_at_again_within_one_heartbeat(db):
+    app, _ = make_app()
+    daemon = make_daemon(db, app, SCHEDULE_POLL_INTERVAL_MS="3600000")
+    register(daemon, T0)
+    enable(db, "every-minute", T0 + 30 * SECOND)
+    db.execute("claim_schedule_now", id="every-minute", owner="a-run-now-elsewhere", now=T0)
+    assert daemon.seconds_until_next_pass(T0) == 30  # held, due in 30 s: look then, not after the hour's poll
+    assert daemon.seconds_until_next_pass(T0 + 40 * SECOND) == 1  # due and still held: every heartbeat (1 s)

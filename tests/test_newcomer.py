@@ -125,8 +125,9 @@ def test_each_railway_service_file_starts_its_program_behind_the_definitions_che
     assert deploy["startCommand"] == SERVICES[service]
     assert deploy["preDeployCommand"] == ["python schedule_daemon.py --check"]
     assert deploy["restartPolicyType"] == "ON_FAILURE" and deploy["restartPolicyMaxRetries"] == 10
-    # Railway's parser wants a number here; 30 s covers the 25 s shutdown grace and recording the outcome.
-    assert type(deploy["drainingSeconds"]) is int and deploy["drainingSeconds"] == 30
+    # Railway's parser wants a number here; 40 s covers the 25 s shutdown grace, the 10 s between a job's
+    # SIGTERM and SIGKILL (JOB_KILL_GRACE_S) and recording the outcome.
+    assert type(deploy["drainingSeconds"]) is int and deploy["drainingSeconds"] == 40
     assert deploy.get("healthcheckPath") == ("/healthz" if service == "web" else None)
     assert f"{service}: {SERVICES[service]}" in (ROOT / "Procfile").read_text().splitlines()
     assert f"`/railway/{service}.json`" in README
