@@ -205,6 +205,10 @@ SELECT * FROM JobRun
 WHERE status = 'RUNNING' AND queuedAt IS NOT NULL
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
+-- name: queued_runs_of_worker
+-- Queued runs this live worker holds as RUNNING: the ones it no longer has in hand were lost track of.
+SELECT * FROM JobRun WHERE status = 'RUNNING' AND queuedAt IS NOT NULL AND workerId = :worker_id;
+
 -- name: list_runs
 -- Run history, newest first, filtered by whichever of status, schedule and job are given; page with :before.
 SELECT * FROM JobRun

@@ -24,7 +24,7 @@ from typing import Any
 import alerts
 import pings
 from db import Database
-from errors import Conflict, ConfigError
+from errors import Conflict, ConfigError, DatabaseUnavailable
 from records import JobCall, JobPool, RunStatus
 from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App
@@ -148,6 +148,9 @@ class JobWorker:
         self.presence = Presence(db, "job_worker", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self.stopped = threading.Event()
+        # Ids of the runs this worker's loops are claiming or executing; a RUNNING run of ours not in it was lost.
+        self.in_hand: set[int] = set()
+        self.in_hand_lock = threading.Lock()
 
     def start(self) -> None:
         require_skip_locked(self.db)
@@ -174,26 +177,83 @@ class JobWorker:
         if now >= self.next_recovery:
             recover(self.db, now, self.lock_timeout)
             recover_queued_runs(self.db, self.app, now, self.stopping)
+            self.finish_runs_lost_track_of(now)
             self.next_recovery = now + self.heartbeat_interval
         run = self.claim(now)
         if run is None:
             return False
-        self.execute(run)
+        try:
+            self.execute(run)
+        finally:
+            self.let_go(run["id"])
         return True
 
+    def let_go(self, run_id: int) -> None:
+        with self.in_hand_lock:
+            self.in_hand.discard(run_id)
+
+    def finish_runs_lost_track_of(self, now: datetime) -> int:
+        """Fail (retried if the job allows) this worker's RUNNING runs that no loop has in hand.
+
+        The safety net for every way a claim can land unseen (a COMMIT whose answer was lost and could
+        not be read back): without it such a run stays RUNNING under a live worker, which neither
+        recovery nor the health check treats as stuck.
+        """
+        lost = 0
+        for run in self.db.fetch_all("queued_runs_of_worker", worker_id=self.presence.id):
+            with self.in_hand_lock:  # read after the rows: a claim adds its run before committing
+                if run["id"] in self.in_hand:
+                    continue
+            error = (f"FAILED: not run: worker {self.presence.id} claimed this job but lost track of the claim "
+                     "(the database's answer to it was lost)")
+            if finish_run(self.db, self.app, run, RunStatus.FAILED.value, error, now, None, self.stopping):
+                lost += 1
+        if lost:
+            log.error("[worker] finished %d runs this worker had claimed but lost track of, as failures", lost)
+        return lost
+
     def claim(self, now: datetime) -> dict[str, Any] | None:
+        """Take one ready run (in hand from here until execute() ends), or None when none is ready."""
         while True:
+            row = None
             try:
                 with self.db.transaction():
                     row = self.db.fetch_one("next_queued_runs", now=now, limit=1)
                     if row is None:
                         return None
+                    with self.in_hand_lock:
+                        self.in_hand.add(row["id"])
                     started = self.db.now()  # not `now`: the run may have become ready (and been selected) after it
-                    if self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1:
-                        return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
+                    taken = self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1
+                if taken:
+                    return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
+                self.let_go(row["id"])
             except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
+                if row is not None:
+                    self.let_go(row["id"])
                 if self.stopping.is_set():
                     return None
+            except DatabaseUnavailable:
+                if row is None:
+                    raise
+                return self.read_back_claim(row)
+
+    def read_back_claim(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """After the connection dropped mid-claim (the COMMIT may have landed): the run if it is ours, else None.
+
+        If the read fails too, the run is let go and finish_runs_lost_track_of settles it, if it was taken.
+        """
+        try:
+            run = self.db.fetch_one("get_run", id=row["id"])
+        except BaseException:
+            self.let_go(row["id"])
+            raise
+        if run is not None and run["status"] == RunStatus.RUNNING.value and run["workerId"] == self.presence.id:
+            log.warning("[worker] the connection dropped at COMMIT but the claim of run %s (%s) landed: running it",
+                        run["id"], run["jobName"])
+            return run
+        self.let_go(row["id"])
+        return None
 
     def execute(self, run: dict[str, Any]) -> None:
         job = self.app.registry.jobs.get(run["jobName"])
