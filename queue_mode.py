@@ -23,7 +23,7 @@ from typing import Any
 
 import alerts
 import pings
-from db import Database
+from db import Database, utc_ms
 from errors import Conflict, ConfigError, DatabaseUnavailable
 from records import JobCall, JobPool, RunStatus
 from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
@@ -57,41 +57,32 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
     With `stopping`, the occurrence's count on its schedule is retried until stored (or shutdown).
     """
     job = app.registry.jobs.get(run["jobName"])
+    retried = status == "FAILED" and job is not None and run["attempt"] <= job.retries
+    retry_after = timedelta(seconds=job.retry_backoff_s * 2 ** (run["attempt"] - 1)) if retried and job else None
     with db.transaction():
         if db.execute("finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms,
                       error=error) != 1:
-            return False
-        if status == "FAILED" and job is not None and run["attempt"] <= job.retries:
-            backoff = timedelta(seconds=job.retry_backoff_s * 2 ** (run["attempt"] - 1))
-            db.execute("insert_queued_run", job_name=run["jobName"], trigger=run["trigger"],
-                       schedule_id=run["scheduleId"], scheduled_for=run["scheduledFor"], batch_id=run["batchId"],
-                       attempt=run["attempt"] + 1, now=completed, available_at=completed + backoff, blocked_by=0)
-            log.warning("[worker] %s attempt %d failed; attempt %d queued in %gs", run["jobName"], run["attempt"],
-                        run["attempt"] + 1, backoff.total_seconds())
-            return True
-        finished, failed = 1, 0 if status == "COMPLETED" else 1
-        if status == "COMPLETED":
-            for dependent in dependents_of(app, run["jobName"], transitive=False):
-                db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
+            if not landed_before(db, run, status, completed):
+                return False
+            # An earlier attempt's COMMIT landed though its answer was lost: what it wrote in the transaction
+            # is stored; what follows the transaction is not done yet. The batch was closed by that attempt
+            # if its completedAt is our time (another finisher's would be its own).
+            log.warning("[worker] the connection dropped at COMMIT but run %s's result %s landed: completing what "
+                        "follows it", run["id"], status)
+            if retried:
+                return True
+            batch = db.fetch_one("get_batch", id=run["batchId"])
+            if batch is not None and batch["completedAt"] != utc_ms(completed):
+                batch = None
         else:
-            reason = f"not started: dependency {run['jobName']} FAILED"
-            if job is None:  # a job this worker's code lacks: which jobs depend on it is unknown too
-                skipped = db.execute("skip_blocked_in_batch", batch_id=run["batchId"], now=completed,
-                                     error=f"{reason} (unknown to the worker that took it, so every job of the "
-                                           "occurrence still waiting on a dependency is skipped)")
-                finished, failed = finished + skipped, failed + skipped
-            for dependent in dependents_of(app, run["jobName"], transitive=True):
-                skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
-                                     now=completed)
-                finished, failed = finished + skipped, failed + skipped
-        db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
-        batch = db.fetch_one("get_batch", id=run["batchId"])
+            batch = record_consequences(db, app, run, status, completed, retry_after)
+    if retried:
+        return True
     if status == "FAILED":  # for good: a retry returned above
         alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
-    # Only the finisher that brought `remaining` to zero (the batch row was locked until commit) gets
-    # here with a completed batch. The schedule's counters are updated outside that transaction so
-    # that finishers of one schedule's many occurrences do not queue behind its row.
-    if batch is not None and batch["remaining"] <= 0 and batch["scheduleId"] is not None:
+    # `batch` is set only for the finisher that completed it. The schedule's counters are updated outside
+    # that transaction so that finishers of one schedule's many occurrences do not queue behind its row.
+    if batch is not None and batch["scheduleId"] is not None:
         def count() -> None:
             db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
                        failed=1 if batch["failed"] else 0, now=completed)
@@ -103,6 +94,47 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
         alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
         pings.finished(getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"])
     return True
+
+
+def record_consequences(db: Database, app: App, run: dict[str, Any], status: str, completed: datetime,
+                        retry_after: timedelta | None) -> dict[str, Any] | None:
+    """In finish_run's transaction: queue the retry, or unblock or skip the dependents and count the batch.
+
+    Returns the batch if this finish completed it.
+    """
+    if retry_after is not None:
+        backoff = retry_after
+        db.execute("insert_queued_run", job_name=run["jobName"], trigger=run["trigger"],
+                   schedule_id=run["scheduleId"], scheduled_for=run["scheduledFor"], batch_id=run["batchId"],
+                   attempt=run["attempt"] + 1, now=completed, available_at=completed + backoff, blocked_by=0)
+        log.warning("[worker] %s attempt %d failed; attempt %d queued in %gs", run["jobName"], run["attempt"],
+                    run["attempt"] + 1, backoff.total_seconds())
+        return None
+    finished, failed = 1, 0 if status == "COMPLETED" else 1
+    if status == "COMPLETED":
+        for dependent in dependents_of(app, run["jobName"], transitive=False):
+            db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
+    else:
+        reason = f"not started: dependency {run['jobName']} FAILED"
+        if run["jobName"] not in app.registry.jobs:  # a job this worker's code lacks: which jobs depend on it is unknown too
+            skipped = db.execute("skip_blocked_in_batch", batch_id=run["batchId"], now=completed,
+                                 error=f"{reason} (unknown to the worker that took it, so every job of the "
+                                       "occurrence still waiting on a dependency is skipped)")
+            finished, failed = finished + skipped, failed + skipped
+        for dependent in dependents_of(app, run["jobName"], transitive=True):
+            skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
+                                 now=completed)
+            finished, failed = finished + skipped, failed + skipped
+    db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
+    # Only the finisher that brought `remaining` to zero (the row stays locked until commit) sees it so.
+    batch = db.fetch_one("get_batch", id=run["batchId"])
+    return batch if batch is not None and batch["remaining"] <= 0 else None
+
+
+def landed_before(db: Database, run: dict[str, Any], status: str, completed: datetime) -> bool:
+    """Whether the run already holds this very outcome: a retried finish whose first COMMIT landed unseen."""
+    stored = db.fetch_one("get_run", id=run["id"])
+    return stored is not None and stored["status"] == status and stored["completedAt"] == utc_ms(completed)
 
 
 def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:

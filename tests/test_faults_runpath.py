@@ -14,12 +14,19 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import operator_sql, wait_for
 from tests.fault_proxy import FaultProxy
-from tests.test_faults import (assert_each_occurrence_ran_once, enable, now, processes, runs,  # noqa: F401 (fixture)
+from tests.test_faults import (Processes, assert_each_occurrence_ran_once, enable, now, runs,
                                wait_for_a_later_completed_run, wait_for_or_show)
 
 QUEUE = {"EXECUTION_MODE": "queue", "LOCK_TIMEOUT_MS": "8000"}
+
+
+@pytest.fixture
+def processes(database_url, tmp_path):
+    group = Processes(database_url, tmp_path)
+    yield group
+    group.stop_all()
 
 
 @contextlib.contextmanager
@@ -83,4 +90,25 @@ def test_a_queued_claim_the_worker_lost_track_of_is_failed_by_its_own_housekeepi
         assert after["status"] == "SKIPPED"
         wait_for_a_later_completed_run(db, cut["scheduledFor"])
         assert worker.poll() is None
+    assert_each_occurrence_ran_once(processes)
+
+
+def test_a_queued_finish_whose_commit_answer_is_lost_still_does_what_follows_it(db, processes, database_url):
+    with worker_behind_a_proxy(db, processes, database_url) as (proxy, worker):
+        # Two cuts in a row: the first finish of an occurrence (fault.work's, which unblocks fault.after) and
+        # the next one (usually fault.after's, which completes the batch and must count the occurrence).
+        for cuts in (1, 2):
+            proxy.cut_at_commit(b"SET status = 'COMPLETED', completedAt", down_for=0)
+            wait_for(lambda: proxy.cuts == cuts, 30, f"the proxy to cut finish number {cuts} at COMMIT")
+        wait_for_or_show(processes, worker, lambda: processes.log_of(worker).count("result COMPLETED landed") >= 2, 30,
+                         "the worker to read both finishes back")
+        wait_for_a_later_completed_run(db, now() + timedelta(seconds=1), "fault.after")
+    log = processes.log_of(worker)
+    assert "had already been failed by recovery" not in log
+    # Every occurrence that completed was counted on the schedule once, the cut ones too.
+    [(completed_batches,)] = operator_sql(db, "SELECT COUNT(*) FROM JobBatch WHERE scheduleId = 'fault' "
+                                              "AND completedAt IS NOT NULL")
+    schedule = db.fetch_one("get_schedule", id="fault")
+    assert (schedule["runCount"], schedule["failureCount"]) == (completed_batches, 0)
+    assert {r["status"] for r in runs(db)} <= {"COMPLETED", "QUEUED"}
     assert_each_occurrence_ran_once(processes)
