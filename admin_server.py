@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import alerts
 import cron
@@ -118,7 +118,7 @@ def describe_cron(expression: str) -> str:
     day_of_week = fields[4]
     try:
         if cron._days_either(fields) or "*" in (fields[2], day_of_week) or "?" in (fields[2], day_of_week):
-            return get_description(" ".join(seconds_first))  # an OR, or one day field is all days: as written
+            return str(get_description(" ".join(seconds_first)))  # an OR, or one day field is all days: as written
         seconds_first[5] = "*"
         days_of_month = get_description(" ".join(seconds_first))
         weekdays = get_description(f"0 0 0 * * {day_of_week}").removeprefix(get_description("0 0 0 * * *"))
@@ -366,7 +366,7 @@ class AdminAPI:
             "succeeded": outcome.count(RunStatus.COMPLETED),
             "failed": outcome.count(RunStatus.FAILED),
             "skipped": outcome.count(RunStatus.SKIPPED),
-            "runs": [self.run_json(self.db.fetch_one("get_run", id=r.id)) for r in outcome.runs],
+            "runs": [self.run_json(row) for r in outcome.runs if (row := self.db.fetch_one("get_run", id=r.id))],
         }
 
     def enqueue_now(self, request: Request, definition: ScheduleDefinition, note: str | None) -> tuple[int, Any]:
@@ -664,8 +664,7 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             if not self.server.request_received(self.connection):  # and a long "Run now" is not an idle client
                 raise ClientGone("cut off by ADMIN_IDLE_TIMEOUT_S before the request was complete")
             path = urllib.parse.unquote(parts.path)
-            matches = [(m, pattern.match(path), name, auth) for m, pattern, name, auth in COMPILED_ROUTES]
-            matches = [(m, match, name, auth) for m, match, name, auth in matches if match]
+            matches = [(m, match, name, auth) for m, pattern, name, auth in COMPILED_ROUTES if (match := pattern.match(path))]
             if not matches:
                 raise HTTPError(404, "not_found", f"no route {parts.path}")
             allowed = sorted({m for m, *_ in matches} | ({"HEAD"} if any(m == "GET" for m, *_ in matches) else set()))
@@ -899,7 +898,7 @@ def main() -> int:
     host, port = server.server_address[:2]
     log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
              len(app.schedules))
-    api = server.RequestHandlerClass.api
+    api = cast(type[AdminRequestHandler], server.RequestHandlerClass).api
 
     def shut_down(signum: int, _frame: Any) -> None:
         log.info("[admin] %s received: finishing requests in flight (manual runs get SHUTDOWN_GRACE_S, %ds), then "

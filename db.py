@@ -272,11 +272,13 @@ class Database:
 
     def execute(self, query: str, /, **params: Any) -> int:
         """Run a named statement; returns the number of rows it changed."""
-        return self._run(query, params, lambda cur: cur.rowcount)
+        rowcount: int = self._run(query, params, lambda cur: cur.rowcount)
+        return rowcount
 
     def insert(self, query: str, /, **params: Any) -> int:
         """Run a named INSERT; returns the new row's id."""
-        return self._run(query, params, lambda cur: cur.lastrowid)
+        row_id: int = self._run(query, params, lambda cur: cur.lastrowid)
+        return row_id
 
     def execute_many(self, query: str, rows: list[dict[str, Any]]) -> None:
         """Run a named statement once per parameter dict, in one round trip where the driver can."""
@@ -287,8 +289,16 @@ class Database:
         rows = self._run(query, params, self._rows)
         return rows[0] if rows else None
 
+    def fetch_value(self, query: str, column: str, /, **params: Any) -> Any:
+        """One column of a statement that always returns one row (a count, VERSION())."""
+        row = self.fetch_one(query, **params)
+        if row is None:
+            raise LookupError(f"query {query!r} returned no row")
+        return row[column]
+
     def fetch_all(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
-        return self._run(query, params, self._rows)
+        rows: list[dict[str, Any]] = self._run(query, params, self._rows)
+        return rows
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:

@@ -76,12 +76,12 @@ def check_health(db: Database, settings: Settings, now: datetime | None = None) 
         problems.append(f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) is QUEUED behind "
                         "dependencies that can no longer complete (nothing of its occurrence is queued or running)")
 
-    queued = db.fetch_one("queue_depth")["queued"]
+    queued = db.fetch_value("queue_depth", "queued")
     oldest = db.fetch_one("oldest_queued")
     oldest_age = (now - oldest["queuedAt"]).total_seconds() if oldest else 0.0
     if queued > settings.health_max_queued:
         problems.append(f"{queued} runs queued, more than {settings.health_max_queued}: workers are not keeping up")
-    if oldest_age > settings.health_max_queue_age_s:
+    if oldest and oldest_age > settings.health_max_queue_age_s:
         problems.append(f"run {oldest['id']} has been queued for {oldest_age:.0f}s, more than {settings.health_max_queue_age_s}s")
     return {"healthy": not problems, "problems": problems,
             "checks": {"liveInstances": live, "queued": queued, "oldestQueuedSeconds": round(oldest_age, 3)}}

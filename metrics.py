@@ -99,7 +99,7 @@ class DatabaseCollector:
     def queue(self) -> Iterator[Metric]:
         oldest = self.db.fetch_one("oldest_queued")
         yield GaugeMetricFamily("schedule_queue_depth", "Runs waiting for a job worker (queue mode)",
-                                value=self.db.fetch_one("queue_depth")["queued"])
+                                value=self.db.fetch_value("queue_depth", "queued"))
         yield GaugeMetricFamily("schedule_queue_oldest_age_seconds", "How long the oldest queued run has waited",
                                 value=round((self.now - oldest["queuedAt"]).total_seconds(), 3) if oldest else 0)
 

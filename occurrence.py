@@ -193,7 +193,8 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
         row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
                "batch_id": batch_id, "attempt": 1, "worker_id": worker_id, "queued_at": None, "started_at": None,
                "completed_at": None, "duration_ms": None, "error": None, "now": db.now(), **fields}
-        return retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
+        run_id: int = retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
+        return run_id
 
     for job in jobs:
         blocked = [dep for dep in job.depends_on if dep in not_completed]
@@ -242,7 +243,7 @@ def insert_run_once(db: Database, row: dict[str, Any]) -> int:
                              job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
         if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
             raise  # not this attempt's row: the unique key refused a second run of the occurrence
-        return found["id"]
+        return int(found["id"])
 
 
 def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, schedule: ScheduleDefinition,

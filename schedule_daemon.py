@@ -351,7 +351,11 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    until_database_answers("start-up", lambda: (db.migrate(), worker.start()), worker.stopping, "worker")
+    def start() -> None:
+        db.migrate()
+        worker.start()
+
+    until_database_answers("start-up", start, worker.stopping, "worker")
     alerts.start(db, settings, "worker")
     worker.run_forever()
     alerts.stop()

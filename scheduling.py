@@ -16,6 +16,7 @@ from datetime import datetime
 import cron
 from errors import ConfigError, DefinitionError, quoted
 from jobs import Job, JobRegistry
+from jobs import registry as default_registry
 from settings import url_problem
 
 EXECUTION_MODES = ("ALL_JOBS", "GROUP")
@@ -128,8 +129,8 @@ def load_app(module_name: str, environment: str) -> App:
     if not isinstance(schedules, (list, tuple)):
         raise ConfigError(f"SCHEDULES_MODULE {module_name!r} has no list named 'schedules'")
     registry = getattr(module, "registry", None)
-    if registry is None:
-        from jobs import registry
+    if not isinstance(registry, JobRegistry):
+        registry = default_registry
     problems = registry.problems() + schedule_problems(list(schedules), registry)
     if problems:
         raise DefinitionError(problems)

@@ -21,7 +21,7 @@ import graphlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from errors import quoted
 
@@ -65,6 +65,9 @@ class JobContext:
         self.emit(level, str(message))
 
 
+JobFunction = TypeVar("JobFunction", bound=Callable[..., Any])
+
+
 class JobRegistry:
     """Jobs by name, in the order they were declared."""
 
@@ -73,12 +76,12 @@ class JobRegistry:
         self._problems: list[str] = []
         self._selections: dict[tuple[str, str | None], list[Job]] = {}  # jobs_for() results, per mode and group
 
-    def job(self, fn: Callable | None = None, *, group: str, name: str | None = None,
+    def job(self, *, group: str, name: str | None = None,
             depends_on: list[str] | tuple[str, ...] = (), retries: int = 0, retry_backoff_s: float = 30.0,
-            timeout: float | None = None) -> Any:
+            timeout: float | None = None) -> Callable[[JobFunction], JobFunction]:
         """Decorator declaring a job; see the module docstring."""
 
-        def register(fn: Callable) -> Callable:
+        def register(fn: JobFunction) -> JobFunction:
             job_name = name or f"{fn.__module__.removeprefix('jobs.')}.{fn.__name__}"
             if job_name in self.jobs:
                 self._problems.append(f"job {job_name!r}: declared twice")
@@ -93,7 +96,7 @@ class JobRegistry:
             self._selections.clear()
             return fn
 
-        return register(fn) if fn is not None else register
+        return register
 
     @property
     def groups(self) -> set[str]:

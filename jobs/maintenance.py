@@ -3,14 +3,14 @@
 import os
 from datetime import timedelta
 
-from jobs import job
+from jobs import JobContext, job
 from settings import Settings
 
 LOG_BATCH = 5000  # log lines deleted per statement: short write locks, even after a flood of output
 
 
 @job(group="maintenance")
-def prune_history(ctx):
+def prune_history(ctx: JobContext) -> None:
     """Delete finished runs (their JobLog lines go with them), stopped worker rows and sent alerts older than
     JOB_HISTORY_RETENTION_DAYS (default 30) days before this occurrence, then log lines older than
     JOB_LOG_RETENTION_DAYS (default 7)."""

@@ -41,11 +41,11 @@ def after(ctx):
 
 
 if os.environ.get("TEST_OLD_CODE"):
-    registry.job(after, group="fault", name="fault.after")
+    registry.job(group="fault", name="fault.after")(after)
 else:
-    registry.job(work, group="fault", name="fault.work")
-    registry.job(after, group="fault", name="fault.after",
-                 depends_on=["fault.work"] if os.environ.get("EXECUTION_MODE") == "queue" else [])
+    registry.job(group="fault", name="fault.work")(work)
+    registry.job(group="fault", name="fault.after",
+                 depends_on=["fault.work"] if os.environ.get("EXECUTION_MODE") == "queue" else [])(after)
 
 schedules = [
     ScheduleDefinition(id="fault", name="Fault", description="What the fault tests break",

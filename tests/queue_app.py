@@ -22,8 +22,8 @@ def record(ctx):
         marker.write(f"{ctx.run_id} done {ctx.job_name} {ctx.attempt} {os.getpid()} {started} {time.time()}\n")
 
 
-registry.job(record, group="q", name="q.extract", retries=3, retry_backoff_s=0.2)
-registry.job(record, group="q", name="q.transform", depends_on=["q.extract"], retries=3, retry_backoff_s=0.2)
-registry.job(record, group="q", name="q.report", retries=3, retry_backoff_s=0.2)
+registry.job(group="q", name="q.extract", retries=3, retry_backoff_s=0.2)(record)
+registry.job(group="q", name="q.transform", depends_on=["q.extract"], retries=3, retry_backoff_s=0.2)(record)
+registry.job(group="q", name="q.report", retries=3, retry_backoff_s=0.2)(record)
 
 schedules = [ScheduleDefinition("stream", "Stream", "Three jobs every second", os.environ.get("TEST_CRON", "* * * * * *"))]

@@ -49,8 +49,8 @@ def flood(lines):
     return run
 
 
-job(flood(50), group="sv", name="sv.flood50")
-job(flood(2000), group="sv", name="sv.flood2000")
+job(group="sv", name="sv.flood50")(flood(50))
+job(group="sv", name="sv.flood2000")(flood(2000))
 
 
 @job(group="sv", name="sv.hang", timeout=1)

@@ -364,7 +364,7 @@ def test_a_bad_ping_url_is_a_definition_problem_naming_the_schedule_and_field(ur
     from scheduling import ScheduleDefinition, schedule_problems
 
     registry = JobRegistry()
-    registry.job(lambda ctx: None, group="g", name="g.job")
+    registry.job(group="g", name="g.job")(lambda ctx: None)
     problems = schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url=url)], registry)
     assert len(problems) == 1 and problems[0].startswith("schedule 'pinged': field 'ping_url':"), problems
     assert schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url="https://hc-ping.com/5f1c")],

@@ -27,9 +27,9 @@ def make_app(*schedules, calls=None, fail=()):
                 raise RuntimeError(f"{name} broke")
         return run
 
-    registry.job(body("a"), group="g", name="a")
-    registry.job(body("b"), group="g", name="b", depends_on=["a"])
-    registry.job(body("c"), group="h", name="c", depends_on=["b"])
+    registry.job(group="g", name="a")(body("a"))
+    registry.job(group="g", name="b", depends_on=["a"])(body("b"))
+    registry.job(group="h", name="c", depends_on=["b"])(body("c"))
     schedules = schedules or (ScheduleDefinition("every-minute", "Every minute", "", "* * * * *"),)
     return App({s.id: s for s in schedules}, registry, "test"), calls
 

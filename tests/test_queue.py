@@ -35,9 +35,9 @@ def make_app(fail_times: dict[str, int] | None = None, retries: int = 0):
                 raise RuntimeError(f"{name} attempt {ctx.attempt} broke")
         return run
 
-    registry.job(body("extract"), group="etl", name="extract", retries=retries, retry_backoff_s=10)
-    registry.job(body("transform"), group="etl", name="transform", depends_on=["extract"])
-    registry.job(body("report"), group="etl", name="report")
+    registry.job(group="etl", name="extract", retries=retries, retry_backoff_s=10)(body("extract"))
+    registry.job(group="etl", name="transform", depends_on=["extract"])(body("transform"))
+    registry.job(group="etl", name="report")(body("report"))
     schedule = ScheduleDefinition("etl", "ETL", "", "* * * * *")
     return App({"etl": schedule}, registry, "test"), calls
 

@@ -4,7 +4,7 @@ from jobs import JobRegistry
 from scheduling import ScheduleDefinition
 
 registry = JobRegistry()
-registry.job(lambda ctx: None, group="g", name="noop")
+registry.job(group="g", name="noop")(lambda ctx: None)
 
 schedules = [
     ScheduleDefinition("feb-31", "Never", "", "0 0 31 2 *"),

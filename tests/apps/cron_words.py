@@ -4,7 +4,7 @@ from jobs import JobRegistry
 from scheduling import ScheduleDefinition
 
 registry = JobRegistry()
-registry.job(lambda ctx: None, group="g", name="g.noop")
+registry.job(group="g", name="g.noop")(lambda ctx: None)
 schedules = [
     ScheduleDefinition("nickname", "Nickname", "", "@daily"),
     ScheduleDefinition("odd-mondays", "Odd Mondays", "", "0 12 */2 * 1"),  # `*/2` starts with `*`: both must match

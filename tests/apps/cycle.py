@@ -4,6 +4,6 @@ from jobs import JobRegistry
 from scheduling import ScheduleDefinition
 
 registry = JobRegistry()
-registry.job(lambda ctx: None, group="g", name="x", depends_on=["y"])
-registry.job(lambda ctx: None, group="g", name="y", depends_on=["x"])
+registry.job(group="g", name="x", depends_on=["y"])(lambda ctx: None)
+registry.job(group="g", name="y", depends_on=["x"])(lambda ctx: None)
 schedules = [ScheduleDefinition("s", "S", "", "* * * * *")]

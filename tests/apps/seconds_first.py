@@ -4,7 +4,7 @@ from jobs import JobRegistry
 from scheduling import ScheduleDefinition
 
 registry = JobRegistry()
-registry.job(lambda ctx: None, group="g", name="noop")
+registry.job(group="g", name="noop")(lambda ctx: None)
 
 schedules = [
     ScheduleDefinition("every-ten-seconds", "Meant every 10 s", "", "*/10 * * * * *"),

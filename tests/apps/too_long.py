@@ -4,8 +4,8 @@ from jobs import JobRegistry
 from scheduling import ScheduleDefinition
 
 registry = JobRegistry()
-registry.job(lambda ctx: None, group="g", name="g." + "j" * 99)  # 101 characters, JobRun.jobName holds 100
-registry.job(lambda ctx: None, group="g", name="g." + "k" * 98)  # 100: fits
+registry.job(group="g", name="g." + "j" * 99)(lambda ctx: None)  # 101 characters, JobRun.jobName holds 100
+registry.job(group="g", name="g." + "k" * 98)(lambda ctx: None)  # 100: fits
 schedules = [
     ScheduleDefinition("long-name", "N" * 201, "", "* * * * *"),  # JobSchedule.name holds 200
     ScheduleDefinition("fits", "N" * 200, "", "* * * * *"),
