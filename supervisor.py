@@ -214,12 +214,16 @@ class ChildPool:
         child.idle_since = time.monotonic()
         with self._lock:
             self._idle.append(child)
-            if len(self._idle) == len(self._all):  # nothing running: end what stays idle, then the fork server
-                if self._trim_timer is not None:
-                    self._trim_timer.cancel()
-                self._trim_timer = threading.Timer(self.settings.job_child_idle_s + 1, self.trim)
-                self._trim_timer.daemon = True
-                self._trim_timer.start()
+            # Nothing running: end what stays idle, then the fork server. One timer at a time (a thread
+            # per job would cost a queue worker a fifth of its throughput); trim() arms the next one.
+            if len(self._idle) == len(self._all) and self._trim_timer is None:
+                self._arm_trim(self.settings.job_child_idle_s + 1)
+
+    def _arm_trim(self, delay: float) -> None:
+        """Call trim() in `delay` seconds (caller holds the lock)."""
+        self._trim_timer = threading.Timer(delay, self.trim)
+        self._trim_timer.daemon = True
+        self._trim_timer.start()
 
     def trim(self) -> None:
         """End children idle for JOB_CHILD_IDLE_S; with none left, stop the fork server too (an idle
@@ -230,6 +234,9 @@ class ChildPool:
                 self._idle.remove(child)
                 self._forget(child)
             empty = not self._all
+            self._trim_timer = None
+            if self._idle and len(self._idle) == len(self._all):  # parked since the timer was armed: not idle long enough yet
+                self._arm_trim(min(c.idle_since for c in self._idle) + self.settings.job_child_idle_s + 1 - now)
             if empty:
                 with self._starting:  # not while a child is being started through it
                     multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # no public API; CPython's own tests use this
