@@ -33,9 +33,11 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from collections.abc import Callable
 from typing import Any
 
 from db import Database
+from errors import DatabaseBusy
 from settings import Settings
 
 log = logging.getLogger("alerts")
@@ -44,6 +46,7 @@ SEND_TIMEOUT_S = 5.0
 GIVE_UP_AFTER = timedelta(minutes=10)
 SEND_LEASE = timedelta(seconds=60)  # longer than one POST: a sender that dies mid-send is replaced after it
 MAX_BACKOFF_S = 120.0
+BUSY_ATTEMPTS = 5  # a decision that loses a deadlock is taken again; the victim's transaction wrote nothing
 
 
 class Event(str, Enum):
@@ -135,6 +138,9 @@ class AlertService:
 
         `counts`: a failure (counted into the next repeat's text) rather than a condition seen again.
         """
+        return busy_retried(lambda: self._went_wrong(subject, alert, counts))
+
+    def _went_wrong(self, subject: str, alert: Alert, counts: bool) -> bool:
         with self.db.transaction():
             state = self._locked_state(subject, alert.at)
             if state.active and state.last_alert_at is not None and alert.at - state.last_alert_at < self.repeat:
@@ -158,6 +164,9 @@ class AlertService:
         row = self.db.fetch_one("get_alert_state", subject=subject)
         if row is None or not row["active"]:
             return False  # the common case costs one read and no write
+        return busy_retried(lambda: self._is_fine(subject, text, at, schedule_id))
+
+    def _is_fine(self, subject: str, text: str, at: datetime, schedule_id: str | None) -> bool:
         with self.db.transaction():
             state = self._locked_state(subject, at)
             if not state.active:
@@ -169,9 +178,15 @@ class AlertService:
         return True
 
     def _locked_state(self, subject: str, now: datetime) -> AlertState:
-        self.db.execute("insert_alert_state", subject=subject, now=now)
-        self.db.execute("lock_alert_state", subject=subject, now=now)
-        return AlertState.from_row(self.db.fetch_one("get_alert_state", subject=subject))
+        # Lock first, insert only if missing: on MySQL an INSERT IGNORE of an existing row takes a shared
+        # lock that the UPDATE after it must upgrade, and two deciders doing that deadlock.
+        row = self.db.fetch_one("lock_alert_state", subject=subject)
+        if row is None:
+            self.db.execute("insert_alert_state", subject=subject, now=now)
+            row = self.db.fetch_one("lock_alert_state", subject=subject)
+            if row is None:
+                raise LookupError(f"AlertState {subject!r} is missing right after its insert")
+        return AlertState.from_row(row)
 
     def _store(self, state: AlertState, now: datetime, **changes: Any) -> None:
         new = {"active": state.active, "episode": state.episode, "pending": state.pending, "since": state.since,
@@ -276,6 +291,16 @@ class AlertService:
             self._wake.wait(max(wait, 0.05))
             self._wake.clear()
         self.db.close()
+
+
+def busy_retried(decide: Callable[[], bool]) -> bool:
+    """Run one decision's transaction, again after a lock wait timeout or deadlock (nothing was written)."""
+    for attempt in range(BUSY_ATTEMPTS - 1):
+        try:
+            return decide()
+        except DatabaseBusy:
+            time.sleep(0.05 * 2 ** attempt)
+    return decide()
 
 
 def post(url: str, body: bytes) -> str | None:

@@ -401,8 +401,8 @@ SELECT id, queuedAt FROM JobRun WHERE status = 'QUEUED' ORDER BY queuedAt LIMIT 
 {insert_ignore} INTO AlertState (subject, active, episode, pending, updatedAt) VALUES (:subject, false, 0, 0, :now);
 
 -- name: lock_alert_state
--- Take the state row's lock for this transaction, so that one process at a time decides about it.
-UPDATE AlertState SET updatedAt = :now WHERE subject = :subject;
+-- Read the state row under its exclusive lock for this transaction: one process at a time decides about it.
+SELECT * FROM AlertState WHERE subject = :subject {for_update};
 
 -- name: get_alert_state
 -- One state row.
