@@ -22,6 +22,7 @@ Logged URLs keep only their scheme and host: paths and queries of webhooks hold 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,14 +31,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from collections.abc import Callable
 from typing import Any
 
 from db import Database
-from errors import DatabaseBusy
+from errors import DatabaseBusy, DatabaseUnavailable
 from settings import Settings
 
 log = logging.getLogger("alerts")
@@ -236,17 +237,22 @@ class AlertService:
     # -- delivery ------------------------------------------------------------------------------------
 
     def deliver_due(self, now: datetime) -> None:
-        """Send every alert due now whose webhook this process knows."""
+        """Send every alert due now whose webhook this process knows, for up to one watchdog interval."""
+        round_ends = time.monotonic() + self.interval_s  # the watchdog (daemon_down) must not wait on slow webhooks
         for row in self.db.fetch_all("due_alerts", now=now, limit=50):
+            if time.monotonic() >= round_ends:
+                return
             url = self.urls.get(row["target"])
             if url is None:  # queued by a process with another ALERT_WEBHOOK_URL: its own sender sends it
                 continue
-            if self.db.execute("claim_alert", id=row["id"], now=now, lease_until=now + SEND_LEASE) != 1:
+            # The lease counts from this claim, not from the round's start: 50 slow POSTs outlast any lease.
+            claimed = self.db.now()
+            if self.db.execute("claim_alert", id=row["id"], now=claimed, lease_until=claimed + SEND_LEASE) != 1:
                 continue
             error = post(url, row["body"].encode())
             done = self.db.now()
             if error is None:
-                self.db.execute("alert_sent", id=row["id"], now=done)
+                self._until_stored(functools.partial(self.db.execute, "alert_sent", id=row["id"], now=done))
                 log.info("[alerts] %s sent to %s", row["event"], url_origin(url), extra={"event": row["event"]})
                 continue
             attempts = row["attempts"] + 1
@@ -257,6 +263,20 @@ class AlertService:
             log.error("[alerts] %s to %s failed (attempt %d): %s; %s", row["event"], url_origin(url), attempts, error,
                       "giving up after 10 minutes" if gave_up else f"retrying at {retry_at.isoformat(timespec='seconds')}",
                       extra={"event": row["event"]})
+
+    def _until_stored(self, write: Callable[[], Any]) -> None:
+        """A webhook took the alert: store that, or its lease would expire and it would be sent again."""
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return
+            except (DatabaseUnavailable, DatabaseBusy) as exc:
+                if self._stop.is_set():
+                    raise
+                log.error("[alerts] could not record a sent alert, retrying in %.1fs: %s", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
 
     def seconds_until_next_delivery(self, now: datetime) -> float | None:
         row = self.db.fetch_one("next_alert_due")

@@ -371,6 +371,29 @@ def test_concurrent_failures_of_one_schedule_are_all_counted_and_alerted_once(db
     assert db.fetch_one("get_alert_state", subject="failing:s1")["pending"] == 4 * 25 - 1
 
 
+def test_a_slow_webhook_gets_each_alert_once_from_two_senders(db, database_url, receiver, monkeypatch):
+    import threading
+
+    from db import Database
+
+    monkeypatch.setattr(alerts, "SEND_LEASE", timedelta(seconds=1.5))  # longer than one POST, shorter than three
+    receiver.delay_s = 0.8
+    settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook", "HEARTBEAT_INTERVAL_MS": "30000"})
+    first, second = (AlertService(Database.from_url(database_url), settings, f"sender-{i}") for i in range(2))
+    for n in range(3):
+        first.queue(Alert(Event.RUN_FAILED, f"run_failed:{n}", f"run {n} failed", now(), "s1", "j", n, "boom"))
+    round_start = first.db.now()
+    sending = threading.Thread(target=first.deliver_due, args=(round_start,))
+    sending.start()
+    while sending.is_alive():  # the second sender tries all along, as its alert thread would
+        second.deliver_due(second.db.now())
+        sending.join(timeout=0.1)
+    second.deliver_due(second.db.now() + timedelta(seconds=5))  # whatever is left, sent once
+    first.db.close()
+    second.db.close()
+    assert sorted(a["runId"] for a in receiver.alerts("run_failed")) == [0, 1, 2]
+
+
 def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
     from jobs import JobContext
     from jobs.maintenance import prune_history
