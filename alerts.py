@@ -239,12 +239,12 @@ class AlertService:
     def deliver_due(self, now: datetime) -> None:
         """Send every alert due now whose webhook this process knows, for up to one watchdog interval."""
         round_ends = time.monotonic() + self.interval_s  # the watchdog (daemon_down) must not wait on slow webhooks
-        for row in self.db.fetch_all("due_alerts", now=now, limit=50):
+        # Only this process's webhooks: rows of other URLs are their own senders' (or housekeeping's) to end.
+        due = [row for target in self.urls for row in self.db.fetch_all("due_alerts", target=target, now=now, limit=50)]
+        for row in sorted(due, key=lambda r: r["id"])[:50]:
             if time.monotonic() >= round_ends:
                 return
-            url = self.urls.get(row["target"])
-            if url is None:  # queued by a process with another ALERT_WEBHOOK_URL: its own sender sends it
-                continue
+            url = self.urls[row["target"]]
             # The lease counts from this claim, not from the round's start: 50 slow POSTs outlast any lease.
             claimed = self.db.now()
             if self.db.execute("claim_alert", id=row["id"], now=claimed, lease_until=claimed + SEND_LEASE) != 1:
@@ -279,8 +279,15 @@ class AlertService:
                 delay = min(delay * 2, 30.0)
 
     def seconds_until_next_delivery(self, now: datetime) -> float | None:
-        row = self.db.fetch_one("next_alert_due")
-        return None if row is None else max(0.0, (row["nextAttemptAt"] - now).total_seconds())
+        due = [row["nextAttemptAt"] for target in self.urls if (row := self.db.fetch_one("next_alert_due", target=target))]
+        return None if not due else max(0.0, (min(due) - now).total_seconds())
+
+    def housekeep(self, now: datetime) -> None:
+        """Give up alerts unsent after the retry window, whatever their webhook: no process is left to send them."""
+        given_up = self.db.execute("give_up_stale_alerts", before=now - GIVE_UP_AFTER - SEND_LEASE,
+                                   error="no process that knows this webhook sent it within 10 minutes")
+        if given_up:
+            log.error("[alerts] gave up %d alert(s) no process could send within 10 minutes", given_up)
 
     # -- the thread ----------------------------------------------------------------------------------
 
@@ -303,6 +310,7 @@ class AlertService:
                     next_watch = time.monotonic() + self.interval_s
                     self.db.measure_clock()  # ages are judged by the database's clock, as the health check does
                     self.watch(self.db.now())
+                    self.housekeep(self.db.now())
                 self.deliver_due(self.db.now())
                 until = self.seconds_until_next_delivery(self.db.now())
                 wait = min(max(0.0, next_watch - time.monotonic()), until if until is not None else wait)

@@ -394,6 +394,24 @@ def test_a_slow_webhook_gets_each_alert_once_from_two_senders(db, database_url, 
     assert sorted(a["runId"] for a in receiver.alerts("run_failed")) == [0, 1, 2]
 
 
+def test_alerts_for_webhooks_this_process_does_not_know_neither_starve_nor_wake_its_sender(db, service, receiver):
+    at = now()
+    for n in range(60):  # queued by processes with another ALERT_WEBHOOK_URL, whose senders are away
+        db.execute("insert_alert", dedup_key=f"elsewhere:{n}", target="0123456789abcdef", event="run_failed",
+                   schedule_id="s9", run_id=None, body="{}", now=at - timedelta(seconds=1))
+    assert service.seconds_until_next_delivery(at) is None  # nothing of ours is due: no polling
+    alerts.run_failed(db, "s1", "job.a", 1, "ValueError: mine", "CRON")
+    service.deliver_due(db.now())
+    assert [a["runId"] for a in receiver.alerts("run_failed")] == [1]
+    assert service.seconds_until_next_delivery(at) is None
+
+    db.execute("insert_alert", dedup_key="stale", target="0123456789abcdef", event="run_failed", schedule_id="s9",
+               run_id=None, body="{}", now=at - alerts.GIVE_UP_AFTER - alerts.SEND_LEASE - timedelta(seconds=1))
+    service.housekeep(at)
+    statuses = collections.Counter((a["dedupKey"] == "stale", a["status"]) for a in db.fetch_all("list_alerts", limit=100))
+    assert statuses == {(True, "GAVE_UP"): 1, (False, "PENDING"): 60, (False, "SENT"): 1}
+
+
 def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
     from jobs import JobContext
     from jobs.maintenance import prune_history
