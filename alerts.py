@@ -341,9 +341,11 @@ def post(url: str, body: bytes) -> str | None:
             return None
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
-    except Exception as exc:  # refused, timed out, DNS, TLS: all mean "try again later"
+    except OSError as exc:  # refused, timed out, DNS, TLS: all mean "try again later"
         reason = getattr(exc, "reason", exc)
         return f"{type(reason).__name__}: {reason}".replace(url, url_origin(url))
+    except Exception as exc:  # e.g. http.client.InvalidURL, whose text quotes the URL's path and query
+        return type(exc).__name__
 
 
 # -- the hooks: one line each in the run path; no-ops until start() ---------------------------------------

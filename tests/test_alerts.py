@@ -412,6 +412,22 @@ def test_alerts_for_webhooks_this_process_does_not_know_neither_starve_nor_wake_
     assert statuses == {(True, "GAVE_UP"): 1, (False, "PENDING"): 60, (False, "SENT"): 1}
 
 
+@pytest.mark.parametrize("bad", [" ", "\t", "\n", "\x01", "\x7f"])
+def test_a_webhook_url_with_whitespace_or_control_characters_is_refused_without_showing_it(bad):
+    from errors import ConfigError
+
+    url = f"http://127.0.0.1:9/services/T0{bad}SECRET?token=abc"
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"ALERT_WEBHOOK_URL": f"http://127.0.0.1:9/ok,{url}"})
+    assert "ALERT_WEBHOOK_URL" in str(raised.value) and "URL number 2" in str(raised.value)
+    assert "SECRET" not in str(raised.value) and "token" not in str(raised.value)
+
+
+def test_a_send_that_fails_before_connecting_reports_no_part_of_the_url():
+    error = alerts.post("http://127.0.0.1:9/services/T0 SECRET?token=abc", b"{}")
+    assert error is not None and "SECRET" not in error and "token" not in error
+
+
 def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
     from jobs import JobContext
     from jobs.maintenance import prune_history
