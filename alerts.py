@@ -400,20 +400,27 @@ def occurrence_finished(db: Database, schedule_id: str | None, trigger: str, ok:
 
 
 def occurrences_missed(db: Database, records: list[dict[str, Any]]) -> None:
-    """Occurrences recorded as skipped (runner.skipped_record rows): one occurrence_missed each."""
+    """Occurrences just recorded as skipped (occurrence.skipped_record rows), inside the caller's transaction.
+
+    One occurrence_missed per batch, naming at most three schedules: after an outage with thousands of
+    schedules, one POST rather than thousands. Queued in the transaction that records the skip, so the
+    alert is stored exactly when the skip is (a lost COMMIT or a crash loses neither alone). A database
+    error here rolls the skip back with it: the next pass takes it again.
+    """
     service = _service
     if service is None or not records:
         return
-
-    def queue_all() -> None:
-        with db.transaction():
-            for record in records:
-                row = db.fetch_one("skip_record_id", schedule_id=record["schedule_id"], scheduled_for=record["scheduled_for"])
-                run_id = row["id"] if row else None
-                service.queue(Alert(Event.OCCURRENCE_MISSED,
-                                    f"occurrence_missed:{record['schedule_id']}:{record['scheduled_for'].isoformat()}",
-                                     f"schedule {record['schedule_id']}: {record['error']}", record["now"],
-                                     record["schedule_id"], None, run_id, record["error"]))
-        service._wake.set()
-
-    _guarded("missed occurrences", queue_all)
+    if len(records) == 1:
+        [record] = records
+        row = db.fetch_one("skip_record_id", schedule_id=record["schedule_id"], scheduled_for=record["scheduled_for"])
+        service.queue(Alert(Event.OCCURRENCE_MISSED, f"occurrence_missed:{record['schedule_id']}:{record['scheduled_for'].isoformat()}",
+                            f"schedule {record['schedule_id']}: {record['error']}", record["now"], record["schedule_id"],
+                            None, row["id"] if row else None, record["error"]))
+    else:
+        ids = sorted({r["schedule_id"] for r in records})
+        batch = hashlib.sha256(",".join(f"{r['schedule_id']}@{r['scheduled_for'].isoformat()}" for r in records).encode())
+        names = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        service.queue(Alert(Event.OCCURRENCE_MISSED, f"occurrence_missed:batch:{batch.hexdigest()[:16]}",
+                            f"{len(ids)} schedules skipped: {names}",
+                            records[0]["now"], None, None, None, records[0]["error"]))
+    service._wake.set()

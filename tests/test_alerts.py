@@ -428,6 +428,27 @@ def test_a_send_that_fails_before_connecting_reports_no_part_of_the_url():
     assert error is not None and "SECRET" not in error and "token" not in error
 
 
+def test_a_skip_batch_alerts_once_naming_three_schedules_and_only_if_the_skip_commits(db, service, receiver):
+    from occurrence import skipped_record
+
+    at = now()
+    due = at - timedelta(hours=1)
+    for n in range(5):
+        db.execute("insert_schedule", id=f"s{n}", name=f"S{n}", cron="0 * * * *", timezone="UTC", now=at)
+    records = [skipped_record(f"s{n}", due, due, "no schedule daemon was running", "w1", at) for n in range(5)]
+    with pytest.raises(RuntimeError), db.transaction():
+        db.execute_many("insert_skip_record", records)
+        alerts.occurrences_missed(db, records)
+        raise RuntimeError("the process dies before COMMIT")
+    assert outbox(db) == []  # neither the skip nor its alert
+    with db.transaction():
+        db.execute_many("insert_skip_record", records)
+        alerts.occurrences_missed(db, records)
+    service.deliver_due(db.now())
+    [missed] = receiver.alerts("occurrence_missed")
+    assert missed["text"] == "5 schedules skipped: s0, s1, s2 and 2 more" and missed["scheduleId"] is None
+
+
 def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
     from jobs import JobContext
     from jobs.maintenance import prune_history
