@@ -381,7 +381,7 @@ def test_a_slow_webhook_gets_each_alert_once_from_two_senders(db, database_url, 
     settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook", "HEARTBEAT_INTERVAL_MS": "30000"})
     first, second = (AlertService(Database.from_url(database_url), settings, f"sender-{i}") for i in range(2))
     for n in range(3):
-        first.queue(Alert(Event.RUN_FAILED, f"run_failed:{n}", f"run {n} failed", now(), "s1", "j", n, "boom"))
+        first.queue(first.db, Alert(Event.RUN_FAILED, f"run_failed:{n}", f"run {n} failed", now(), "s1", "j", n, "boom"))
     round_start = first.db.now()
     sending = threading.Thread(target=first.deliver_due, args=(round_start,))
     sending.start()
@@ -447,6 +447,63 @@ def test_a_skip_batch_alerts_once_naming_three_schedules_and_only_if_the_skip_co
     service.deliver_due(db.now())
     [missed] = receiver.alerts("occurrence_missed")
     assert missed["text"] == "5 schedules skipped: s0, s1, s2 and 2 more" and missed["scheduleId"] is None
+
+
+def test_a_recovery_whose_commit_answer_is_lost_still_alerts_its_failed_run(db, database_url, receiver, monkeypatch):
+    if db.kind != "mysql":
+        pytest.skip("SQLite has no connection to lose")
+    import urllib.parse
+
+    from db import Database
+    from errors import DatabaseUnavailable
+    from runner import recover
+    from tests.fault_proxy import FaultProxy
+
+    at = now()
+    db.execute("insert_schedule", id="s1", name="S1", cron="* * * * *", timezone="UTC", now=at)
+    db.execute("register_worker", id="dead-1", worker_type="schedule_daemon", hostname="h", pid=1,
+               now=at - timedelta(minutes=5))
+    run_id = db.insert("insert_run", job_name="job.a", trigger="CRON", schedule_id="s1", scheduled_for=at, batch_id=None,
+                       attempt=1, status="RUNNING", worker_id="dead-1", queued_at=None, started_at=at, completed_at=None,
+                       duration_ms=None, error=None, now=at)
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = FaultProxy(parts.hostname, parts.port)
+    cut = Database.from_url(proxy.url(parts.path.strip("/")))
+    try:
+        settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook"})
+        monkeypatch.setattr(alerts, "_service", AlertService(cut, settings, "recovery"))
+        proxy.cut_at_commit(b"SET status = 'FAILED', completedAt = ")  # the COMMIT lands, its answer is lost
+        with pytest.raises(DatabaseUnavailable):
+            recover(cut, at, timedelta(seconds=60))
+        assert proxy.cuts == 1 and db.fetch_one("get_run", id=run_id)["status"] == "FAILED"
+        assert [(a["event"], a["runId"]) for a in db.fetch_all("list_alerts", limit=10)] == [("run_failed", run_id)]
+    finally:
+        cut.close()
+        proxy.close()
+
+
+def test_a_failed_runs_alert_during_a_short_database_outage_is_retried_not_lost(db, database_url, receiver, monkeypatch):
+    if db.kind != "mysql":
+        pytest.skip("SQLite has no connection to lose")
+    import urllib.parse
+
+    from db import Database
+    from tests.fault_proxy import FaultProxy
+
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = FaultProxy(parts.hostname, parts.port)
+    cut = Database.from_url(proxy.url(parts.path.strip("/")))
+    try:
+        settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook"})
+        monkeypatch.setattr(alerts, "_service", AlertService(cut, settings, "runner"))
+        cut.fetch_one("get_alert_state", subject="failing:s1")  # a connection through the proxy, about to be cut
+        proxy.down_for = 1.0
+        proxy.go_down()  # the run's own write is stored; the alert's transaction meets the outage
+        alerts.run_failed(cut, "s1", "job.a", 7, "ValueError: x", "CRON")
+        assert [(a["event"], a["runId"]) for a in db.fetch_all("list_alerts", limit=10)] == [("run_failed", 7)]
+    finally:
+        cut.close()
+        proxy.close()
 
 
 def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
