@@ -15,7 +15,8 @@ wait_timeout, network blip) is replaced transparently when the next transaction 
 mid-transaction raises DatabaseUnavailable and the caller retries its step later (after a drop at
 COMMIT the caller cannot know whether it landed: it reads the row back). Driver errors are classified
 here, once: DatabaseUnavailable (connection lost), DatabaseBusy (busy, lock wait timeout, deadlock:
-transient), Conflict (duplicate key), ValueRejected (too long or invalid: permanent).
+transient), DatabaseCannotWrite (disk or table full, I/O error, read-only: transient), Conflict
+(duplicate key), ValueRejected (too long or invalid: permanent).
 
 Text the program writes without choosing its length (parameters named in COLUMN_LIMITS: a job's error,
 a log line, an audit actor or note) is cut to fit its column here, with a visible marker, so that no
@@ -38,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
+from errors import ConfigError, Conflict, DatabaseBusy, DatabaseCannotWrite, DatabaseUnavailable, ValueRejected
 
 DEFAULT_DATABASE_URL = "sqlite:///schedules.db"
 HERE = Path(__file__).resolve().parent
@@ -151,6 +152,9 @@ MYSQL_CONNECTION_LOST = {2003, 2006, 2013, 2055, 1053, 1927}
 MYSQL_BUSY = {1205, 1213}
 # A duplicate key: someone else wrote it first.
 MYSQL_DUPLICATE = {1062}
+# The server takes no writes for now: 1021 disk full, 1114 table full, 1290 read-only (--read-only, a
+# replica after failover), 1792 read-only transaction, 1836 read-only replica. Retry until it does.
+MYSQL_CANNOT_WRITE = {1021, 1114, 1290, 1792, 1836}
 # The value itself is refused (too long, incorrect string/date/number): the same write fails again.
 MYSQL_VALUE_REJECTED = {1048, 1264, 1265, 1292, 1366, 1406}
 
@@ -494,6 +498,8 @@ class Database:
                                    f"{self.lock_wait_timeout_ms} ms): {exc}") from exc
             if "too big" in str(exc):
                 raise ValueRejected(f"SQLite refused a value: {exc}") from exc
+            if "disk is full" in str(exc) or "disk I/O error" in str(exc) or "readonly" in str(exc):
+                raise DatabaseCannotWrite(f"SQLite cannot write for now: {exc}") from exc
             raise
         except sqlite3.DataError as exc:
             raise ValueRejected(f"SQLite refused a value: {exc}") from exc
@@ -512,6 +518,8 @@ class Database:
                 raise DatabaseBusy(f"MySQL error {code}: {exc.args[-1]}") from exc
             if code in MYSQL_DUPLICATE:
                 raise Conflict(f"MySQL error {code}: {exc.args[-1]}") from exc
+            if code in MYSQL_CANNOT_WRITE:
+                raise DatabaseCannotWrite(f"MySQL error {code}: {exc.args[-1]}") from exc
             if code in MYSQL_VALUE_REJECTED:
                 raise ValueRejected(f"MySQL error {code}: {exc.args[-1]}") from exc
             raise

@@ -32,6 +32,14 @@ class DatabaseBusy(Conflict):
     """Transient: SQLite busy/locked, MySQL lock wait timeout or deadlock. Nothing was written; retry."""
 
 
+class DatabaseCannotWrite(ScheduleJobsError):
+    """Transient: the database takes no writes for now (disk or table full, I/O error, read-only after a failover).
+
+    Nothing was written; the same write succeeds once an operator frees space or the new primary takes
+    writes, so it is retried with backoff. Not a Conflict: a loop that looks again at once would spin.
+    """
+
+
 class ValueRejected(ScheduleJobsError):
     """Permanent: the database refuses a value (too long, invalid); retrying the same write fails again."""
 

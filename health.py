@@ -8,7 +8,7 @@ live instances of a type than expected (the documents' "ghost" check).
 
 Beyond the documents, what a fault can leave stuck: a schedule is overdue whatever the reason (no
 daemon, a stuck one, or a long run still holding it), a run RUNNING for longer than LOCK_TIMEOUT_MS
-whose holder is not alive, queued runs whose dependencies can no longer complete. Ages are judged by
+whose holder is not alive or (inline) no longer holds its schedule, queued runs whose dependencies can no longer complete. Ages are judged by
 the database server's clock.
 """
 
@@ -63,10 +63,15 @@ def check_health(db: Database, settings: Settings, now: datetime | None = None) 
     # The run's own timeout (supervised execution, issue 10) belongs here beside LOCK_TIMEOUT_MS.
     for run in db.fetch_all("long_running_runs", started_before=now - lock_timeout):
         holder_alive = run["holderStatus"] == "RUNNING" and now - run["holderHeartbeatAt"] <= lock_timeout
+        what = (f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) has been RUNNING since "
+                f"{run['startedAt'].isoformat()}, longer than LOCK_TIMEOUT_MS")
         if not holder_alive:
-            problems.append(f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) has been RUNNING "
-                            f"since {run['startedAt'].isoformat()}, longer than LOCK_TIMEOUT_MS, and its holder "
-                            f"{run['workerId']} is not alive")
+            problems.append(f"{what}, and its holder {run['workerId']} is not alive")
+        elif run["queuedAt"] is None and run["scheduleLockedBy"] != run["workerId"]:
+            # An inline run is in progress only while its process holds the schedule: a live holder without
+            # the lock has let go of the occurrence (it could not store the outcome) and the run is stuck.
+            problems.append(f"{what}, and its holder {run['workerId']} no longer holds the schedule (it "
+                            f"could not store the run's outcome)")
     for run in db.fetch_all("stranded_queued_runs"):
         problems.append(f"run {run['id']} ({run['jobName']} of schedule {run['scheduleId']}) is QUEUED behind "
                         "dependencies that can no longer complete (nothing of its occurrence is queued or running)")

@@ -258,7 +258,8 @@ def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, sched
         presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
         released = retry_until_stored("releasing the schedule", lambda: db.execute(
             "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=db.now(),
-            succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok else 1,
+            # An empty outcome is an occurrence that broke off (run_occurrence raised): a failure, not a success.
+            succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok and outcome.runs else 1,
         ), stopping)
         if not released:
             log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)

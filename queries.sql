@@ -205,6 +205,10 @@ SELECT * FROM JobRun
 WHERE status = 'RUNNING' AND queuedAt IS NOT NULL
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
+-- name: queued_runs_of_worker
+-- Queued runs this live worker holds as RUNNING: the ones it no longer has in hand were lost track of.
+SELECT * FROM JobRun WHERE status = 'RUNNING' AND queuedAt IS NOT NULL AND workerId = :worker_id;
+
 -- name: list_runs
 -- Run history, newest first, filtered by whichever of status, schedule and job are given; page with :before.
 SELECT * FROM JobRun
@@ -369,10 +373,10 @@ UPDATE JobSchedule SET runCount = runCount + :succeeded, failureCount = failureC
 WHERE id = :id;
 
 -- name: long_running_runs
--- Health: runs RUNNING since before :started_before, with their holder's liveness.
-SELECT r.id, r.jobName, r.scheduleId, r.workerId, r.startedAt,
-       w.status AS holderStatus, w.lastHeartbeatAt AS holderHeartbeatAt
-FROM JobRun r LEFT JOIN WorkerInstance w ON w.id = r.workerId
+-- Health: runs RUNNING since before :started_before, with their holder's liveness and who holds their schedule.
+SELECT r.id, r.jobName, r.scheduleId, r.workerId, r.startedAt, r.queuedAt,
+       w.status AS holderStatus, w.lastHeartbeatAt AS holderHeartbeatAt, s.lockedBy AS scheduleLockedBy
+FROM JobRun r LEFT JOIN WorkerInstance w ON w.id = r.workerId LEFT JOIN JobSchedule s ON s.id = r.scheduleId
 WHERE r.status = 'RUNNING' AND r.startedAt < :started_before
 ORDER BY r.id LIMIT 100;
 

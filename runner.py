@@ -21,13 +21,13 @@ from typing import Any, Callable
 
 import alerts
 from db import CLOCK_TOLERANCE, Database
-from errors import Conflict, DatabaseBusy, DatabaseUnavailable, ScheduleJobsError, ValueRejected
+from errors import Conflict, DatabaseBusy, DatabaseCannotWrite, DatabaseUnavailable, ScheduleJobsError, ValueRejected
 from scheduling import App
 
 log = logging.getLogger("runner")
 
 
-RETRYABLE = (DatabaseUnavailable, DatabaseBusy)  # a later attempt of the same write can succeed
+RETRYABLE = (DatabaseUnavailable, DatabaseBusy, DatabaseCannotWrite)  # a later attempt of the same write can succeed
 
 
 def utcnow() -> datetime:
@@ -141,8 +141,9 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
     """Call fn until the database takes it, backing off up to 30 s; give up only at shutdown.
 
     Used for writes that must not be lost (a run's outcome, a lock's release): without them a run
-    would stay RUNNING, or a schedule locked, while this process is still alive. Lost connections and
-    busy databases (lock waits, deadlocks) are retried; a value refused for good is answered by
+    would stay RUNNING, or a schedule locked, while this process is still alive. Every database error
+    is retried (lost connection, busy, full or read-only, and any error db.py does not classify), except
+    two definite answers: a duplicate (Conflict) is raised, and a value refused for good is answered by
     on_rejected, a plainer write of the same outcome, instead of leaving the run as it was.
     """
     delay = 0.5
@@ -154,11 +155,13 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
                 raise
             log.error("[runner] %s: the database refused a value, storing a plainer outcome: %s", what, exc)
             fn, on_rejected = functools.partial(on_rejected, exc), None
-        except RETRYABLE as exc:
+        except Exception as exc:
+            if isinstance(exc, Conflict) and not isinstance(exc, DatabaseBusy):
+                raise
             if stopping.is_set():
                 log.error("[runner] gave up %s at shutdown: %s (recovery will clean up)", what, exc)
                 raise
-            log.error("[runner] %s failed, retrying in %.1fs: %s", what, delay, exc)
+            log.error("[runner] %s failed, retrying in %.1fs: %s: %s", what, delay, type(exc).__name__, exc)
             stopping.wait(delay)  # a stop signal ends the wait at once, for one last attempt
             delay = min(delay * 2, 30.0)
 
