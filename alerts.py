@@ -39,7 +39,7 @@ from enum import Enum
 from typing import Any
 
 from db import Database
-from errors import DatabaseBusy, DatabaseUnavailable
+from errors import DatabaseBusy, DatabaseCannotWrite, DatabaseUnavailable
 from settings import Settings
 
 log = logging.getLogger("alerts")
@@ -48,6 +48,7 @@ SEND_TIMEOUT_S = 5.0
 GIVE_UP_AFTER = timedelta(minutes=10)
 SEND_LEASE = timedelta(seconds=60)  # longer than one POST: a sender that dies mid-send is replaced after it
 MAX_BACKOFF_S = 120.0
+TRANSIENT = (DatabaseUnavailable, DatabaseBusy, DatabaseCannotWrite)  # = runner.RETRYABLE (runner imports this module)
 HOOK_ATTEMPTS = 4  # 0.5 + 1 + 2 s of waits: a run path is not held up for long by a database outage
 BUSY_ATTEMPTS = 5  # a decision that loses a deadlock is taken again; the victim's transaction wrote nothing
 
@@ -279,7 +280,7 @@ class AlertService:
             try:
                 write()
                 return
-            except (DatabaseUnavailable, DatabaseBusy) as exc:
+            except TRANSIENT as exc:
                 if self._stop.is_set():
                     raise
                 log.error("[alerts] could not record a sent alert, retrying in %.1fs: %s", delay, exc)
@@ -388,7 +389,7 @@ def _guarded(what: str, fn: Any) -> None:
         try:
             fn()
             return
-        except (DatabaseUnavailable, DatabaseBusy) as exc:
+        except TRANSIENT as exc:
             if attempt == HOOK_ATTEMPTS - 1:
                 log.error("[alerts] could not record %s after %d attempts: %s", what, HOOK_ATTEMPTS, exc)
             else:
