@@ -110,6 +110,7 @@ class SQLiteDialect:
     begin_write: str = "BEGIN IMMEDIATE"   # take the write lock up front: no upgrade deadlocks
     insert_ignore: str = "INSERT OR IGNORE"
     for_update_skip_locked: str = ""       # BEGIN IMMEDIATE already excludes every other writer
+    for_update: str = ""                   # likewise: the transaction already holds the only write lock
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     stores_times_as_text: bool = True      # an operator's UPDATE may store any ISO form; see normalise_typed_times
 
@@ -130,6 +131,7 @@ class MySQLDialect:
     begin_write: str = "START TRANSACTION"
     insert_ignore: str = "INSERT IGNORE"
     for_update_skip_locked: str = "FOR UPDATE SKIP LOCKED"
+    for_update: str = "FOR UPDATE"
     db_now: str = "UTC_TIMESTAMP(3)"
     stores_times_as_text: bool = False     # DATETIME(3) normalises whatever is written
 
@@ -380,7 +382,7 @@ class Database:
     def _render_queries(self, text: str) -> dict[str, str]:
         rendered = {}
         for name, sql in load_queries(text).items():
-            for token in ("insert_ignore", "for_update_skip_locked", "db_now"):
+            for token in ("insert_ignore", "for_update_skip_locked", "for_update", "db_now"):
                 sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
             if self.kind == "mysql":
                 sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))

@@ -14,6 +14,7 @@ The daemon, "Run now" (admin_server.py, `schedule_daemon.py --run`) and the job 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -211,11 +212,12 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
         log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         result = pool.run(job, JobCall(run_id, job.name, schedule.id, scheduled_for, trigger, 1))
         status, error, completed, duration_ms = result.status, result.error, db.now(), result.duration_ms
-        stored = retry_until_stored("recording a job's result", lambda: db.execute(
-            "finish_run", id=run_id, status=status.value, completed_at=completed, duration_ms=duration_ms, error=error,
-        ), stopping, on_rejected=lambda exc: db.execute(
-            "finish_run", id=run_id, status=status.value, completed_at=completed, duration_ms=duration_ms,
-            error=f"the job's error text was refused by the database ({exc}); see this process's log"))
+        finish = functools.partial(db.execute, "finish_run", id=run_id, status=status.value, completed_at=completed,
+                                   duration_ms=duration_ms)  # bound now: the retries must write this job's result
+        stored = retry_until_stored("recording a job's result", functools.partial(finish, error=error), stopping,
+                                    on_rejected=lambda exc, finish=finish: finish(
+                                        error=f"the job's error text was refused by the database ({exc}); "
+                                              "see this process's log"))
         if not stored:
             log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
                       "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id,

@@ -405,8 +405,8 @@ SELECT id, queuedAt FROM JobRun WHERE status = 'QUEUED' ORDER BY queuedAt LIMIT 
 {insert_ignore} INTO AlertState (subject, active, episode, pending, updatedAt) VALUES (:subject, false, 0, 0, :now);
 
 -- name: lock_alert_state
--- Take the state row's lock for this transaction, so that one process at a time decides about it.
-UPDATE AlertState SET updatedAt = :now WHERE subject = :subject;
+-- Read the state row under its exclusive lock for this transaction: one process at a time decides about it.
+SELECT * FROM AlertState WHERE subject = :subject {for_update};
 
 -- name: get_alert_state
 -- One state row.
@@ -428,12 +428,16 @@ SELECT * FROM AlertState WHERE active = true;
 VALUES (:dedup_key, :target, :event, :schedule_id, :run_id, :body, 'PENDING', 0, :now, :now);
 
 -- name: due_alerts
--- Alerts waiting to be sent whose next attempt has come, oldest first.
-SELECT * FROM AlertOutbox WHERE status = 'PENDING' AND nextAttemptAt <= :now ORDER BY id LIMIT :limit;
+-- Alerts for one webhook waiting to be sent whose next attempt has come, oldest first.
+SELECT * FROM AlertOutbox WHERE status = 'PENDING' AND target = :target AND nextAttemptAt <= :now ORDER BY id LIMIT :limit;
 
 -- name: next_alert_due
--- The earliest next attempt of an alert still to send: the sender sleeps until then at most.
-SELECT nextAttemptAt FROM AlertOutbox WHERE status = 'PENDING' ORDER BY nextAttemptAt LIMIT 1;
+-- The earliest next attempt of an alert still to send to one webhook: the sender sleeps until then at most.
+SELECT nextAttemptAt FROM AlertOutbox WHERE status = 'PENDING' AND target = :target ORDER BY nextAttemptAt LIMIT 1;
+
+-- name: give_up_stale_alerts
+-- Housekeeping: alerts still unsent after the retry window (their webhook's processes are gone) are given up.
+UPDATE AlertOutbox SET status = 'GAVE_UP', lastError = :error WHERE status = 'PENDING' AND createdAt < :before;
 
 -- name: claim_alert
 -- Take one alert to send: its next attempt moves to :lease_until, so no one else sends it meanwhile.

@@ -230,10 +230,9 @@ def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
         orphans = db.fetch_all("inline_runs_of_dead_workers")
         failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
+        alerts.runs_failed_by_recovery(db, orphans, error)  # in this transaction: a lost COMMIT loses neither
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
-    for run in orphans:
-        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
     for row in db.fetch_all("expired_locks", expired_before=dead_before):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
             log.warning("[recovery] freed the lock on %s held by %s since %s (lease expired)",

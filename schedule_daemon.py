@@ -198,7 +198,7 @@ class ScheduleDaemon:
                                                   "no schedule daemon was running (missed-run policy SKIP)",
                                                   self.presence.id, now))
             self.db.execute_many("insert_skip_record", skipped)
-        alerts.occurrences_missed(self.db, skipped)
+            alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
@@ -215,17 +215,15 @@ class ScheduleDaemon:
             if schedule is None or schedule.overlap_policy != "SKIP":
                 continue
             latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
-            skip = None
             with self.db.transaction():
                 if self.db.execute("skip_while_locked", id=schedule.id, due=row["nextRunAt"],
                                    next_run_at=schedule.next_after(now), now=now) == 1:
                     skip = skipped_record(schedule.id, row["nextRunAt"], latest,
                                           "previous run still running (overlap policy SKIP)", self.presence.id, now)
                     self.db.execute("insert_skip_record", **skip)
+                    alerts.occurrences_missed(self.db, [skip])
                     log.warning("[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
                                 schedule.id, latest.isoformat())
-            if skip:
-                alerts.occurrences_missed(self.db, [skip])
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
@@ -261,6 +259,7 @@ class ScheduleDaemon:
                         coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
                                                    reason + latest.isoformat(), self.presence.id, now)
                         self.db.execute("insert_skip_record", **coalesced)
+                        alerts.occurrences_missed(self.db, [coalesced])
                     batch_id = self.executor.within_claim(schedule, latest, now)
             except DatabaseUnavailable as exc:
                 if not retry_until_stored("reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id),
@@ -268,8 +267,6 @@ class ScheduleDaemon:
                     raise
                 log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going "
                             "on; %s", schedule.id, exc)
-            if coalesced:
-                alerts.occurrences_missed(self.db, [coalesced])
             self.executor.start(schedule, latest, now)
             started = True
             return True

@@ -88,7 +88,9 @@ def _urls(env: dict[str, str], name: str) -> tuple[str, ...]:
 
 
 def url_problem(url: str) -> str | None:
-    """None for an http or https URL with a host; otherwise what is wrong with it."""
+    """None for an http or https URL with a host; otherwise what is wrong with it (never the URL: it holds secrets)."""
+    if any(c.isspace() or not c.isprintable() for c in url):  # the HTTP client would refuse it, quoting its path
+        return "contains whitespace or control characters: percent-encode them (%20 for a space)"
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a bad port)

@@ -45,7 +45,7 @@ class AdminServer:
         self.db = Database.from_url(database_url)
         self.app = load_app(self.settings.schedules_module, self.settings.environment)
         self.server = make_server(self.settings, self.db, self.app)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

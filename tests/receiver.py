@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,12 +22,15 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.delay_s = 0.0  # a slow webhook: each answer waits this long
+        receiver = self
         lock = threading.Lock()
         requests = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def answer(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(receiver.delay_s)
                 with lock:
                     requests.append(Received(self.command, self.path, json.loads(raw) if raw else None))
                 self.send_response(200)
@@ -40,7 +44,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def alerts(self, event: str | None = None) -> list[dict[str, Any]]:

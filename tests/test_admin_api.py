@@ -207,7 +207,7 @@ def test_healthz_is_503_when_the_database_does_not_answer():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(urllib.error.HTTPError) as error:
-            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % server.server_address[1], timeout=30)
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/healthz", timeout=30)
         assert error.value.code == 503 and b"database_unavailable" in error.value.read()
     finally:
         server.shutdown()
