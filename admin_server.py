@@ -29,12 +29,13 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import alerts
 import cron
@@ -42,14 +43,14 @@ import metrics
 from admin_openapi import OPENAPI
 from db import Database, utc_ms
 from errors import Conflict, DatabaseUnavailable, ScheduleJobsError
+from health import check_health
 from occurrence import enqueue_occurrence, run_now
+from queue_mode import JobWorker
 from records import RunStatus
 from runner import sync_definitions, until_database_answers, utcnow
-from health import check_health
-from queue_mode import JobWorker
-from supervisor import ChildPool
 from scheduling import App, ScheduleDefinition, load_app
 from settings import Settings, configure_logging
+from supervisor import ChildPool
 
 log = logging.getLogger("admin")
 
@@ -157,24 +158,44 @@ class Authenticator:
 
             required = ["exp", "aud"] if self.jwt_audience else ["exp"]
             try:
-                claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], audience=self.jwt_audience,
-                                    options={"require": required})
+                claims = jwt.decode(
+                    token,
+                    self.jwt_secret,
+                    algorithms=["HS256"],
+                    audience=self.jwt_audience,
+                    options={"require": required},
+                )
             except jwt.ExpiredSignatureError:
-                raise HTTPError(401, "unauthorized", "the token has expired",
-                                {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
+                raise HTTPError(
+                    401,
+                    "unauthorized",
+                    "the token has expired",
+                    {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'},
+                ) from None
             except jwt.InvalidTokenError as exc:
                 # Audience errors come only after the signature checked out, so saying why is safe and helps.
                 if isinstance(exc, jwt.InvalidAudienceError) or getattr(exc, "claim", None) == "aud":
-                    hint = (f"this server accepts aud {self.jwt_audience!r}" if self.jwt_audience
-                            else "set JWT_AUDIENCE on the server to accept tokens with an 'aud' claim")
-                    raise HTTPError(401, "unauthorized", f"the token's audience is not accepted ({exc}; {hint})",
-                                    {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}) from None
+                    hint = (
+                        f"this server accepts aud {self.jwt_audience!r}"
+                        if self.jwt_audience
+                        else "set JWT_AUDIENCE on the server to accept tokens with an 'aud' claim"
+                    )
+                    raise HTTPError(
+                        401,
+                        "unauthorized",
+                        f"the token's audience is not accepted ({exc}; {hint})",
+                        {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'},
+                    ) from None
             else:
                 if claims.get("role") != "ADMIN":
                     raise HTTPError(403, "forbidden", "this token is valid but its role is not ADMIN")
                 return str(claims.get("sub") or "jwt")
-        raise HTTPError(401, "unauthorized", "the token is not valid",
-                        {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'})
+        raise HTTPError(
+            401,
+            "unauthorized",
+            "the token is not valid",
+            {"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'},
+        )
 
 
 # -- request parsing -----------------------------------------------------------------------------------
@@ -200,6 +221,7 @@ def positive_int(limit: int) -> Callable[[str], int]:
         if not raw.isdigit() or not 1 <= int(raw) <= limit:
             raise ValueError(f"must be a whole number from 1 to {limit}, got {raw!r}")
         return int(raw)
+
     return parse
 
 
@@ -208,6 +230,7 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         if raw not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
         return raw
+
     return parse
 
 
@@ -226,12 +249,18 @@ def body_fields(body: Any, allowed: dict[str, type], required: tuple[str, ...] =
         raise HTTPError(400, "bad_request", "the body must be a JSON object")
     for name, value in body.items():
         if name not in allowed:
-            hint = ("schedules are defined in code: only 'enabled' (and 'note') can change here; "
-                    "edit definitions.py and deploy" if name in SCHEDULE_CODE_FIELDS else f"allowed: {', '.join(allowed)}")
+            hint = (
+                "schedules are defined in code: only 'enabled' (and 'note') can change here; "
+                "edit definitions.py and deploy"
+                if name in SCHEDULE_CODE_FIELDS
+                else f"allowed: {', '.join(allowed)}"
+            )
             raise HTTPError(400, "bad_request", f"field {name!r} cannot be set: {hint}")
         kind = allowed[name]
         if not isinstance(value, kind):
-            raise HTTPError(400, "bad_request", f"field {name!r} must be a JSON {JSON_TYPE_NAMES[kind]}, got {json.dumps(value)}")
+            raise HTTPError(
+                400, "bad_request", f"field {name!r} must be a JSON {JSON_TYPE_NAMES[kind]}, got {json.dumps(value)}"
+            )
     for name in required:
         if name not in body:
             raise HTTPError(400, "bad_request", f"field {name!r} is required")
@@ -241,8 +270,24 @@ def body_fields(body: Any, allowed: dict[str, type], required: tuple[str, ...] =
 
 
 JSON_TYPE_NAMES = {bool: "boolean (true or false)", str: "string"}
-SCHEDULE_CODE_FIELDS = {"id", "name", "description", "cron", "timezone", "executionMode", "jobGroup", "environments",
-                        "missedRunPolicy", "overlapPolicy", "nextRunAt", "lastRunAt", "runCount", "failureCount", "lockedAt", "lockedBy"}
+SCHEDULE_CODE_FIELDS = {
+    "id",
+    "name",
+    "description",
+    "cron",
+    "timezone",
+    "executionMode",
+    "jobGroup",
+    "environments",
+    "missedRunPolicy",
+    "overlapPolicy",
+    "nextRunAt",
+    "lastRunAt",
+    "runCount",
+    "failureCount",
+    "lockedAt",
+    "lockedBy",
+}
 
 
 # -- the API -------------------------------------------------------------------------------------------
@@ -292,7 +337,9 @@ class AdminAPI:
             "running": running,
             "lockedBy": row.get("lockedBy"),
             "lockedAt": iso(row.get("lockedAt")),
-            "nextRunTimes": [iso(t) for t in cron.upcoming(definition.cron, definition.timezone, now, 5)] if definition else [],
+            "nextRunTimes": [iso(t) for t in cron.upcoming(definition.cron, definition.timezone, now, 5)]
+            if definition
+            else [],
         }
 
     def list_schedules(self, request: Request) -> tuple[int, Any]:
@@ -323,7 +370,9 @@ class AdminAPI:
     def get_schedule(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
         schedule_id = request.args["id"]
-        return 200, {"schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, utcnow())}
+        return 200, {
+            "schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, utcnow())
+        }
 
     def patch_schedule(self, request: Request) -> tuple[int, Any]:
         query_params(request.query, {})
@@ -333,14 +382,20 @@ class AdminAPI:
         now = utcnow()
         with self.db.transaction():
             if body["enabled"]:
-                changed = self.db.execute("enable_schedule", id=schedule_id, next_run_at=definition.next_after(now), now=now)
+                changed = self.db.execute(
+                    "enable_schedule", id=schedule_id, next_run_at=definition.next_after(now), now=now
+                )
             else:
                 changed = self.db.execute("disable_schedule", id=schedule_id, now=now)
             if changed:
                 self.audit(request, "enable" if body["enabled"] else "disable", schedule_id, body.get("note"), now)
         if changed:
-            log.info("[admin] %s %s schedule %s", request.actor, "enabled" if body["enabled"] else "disabled", schedule_id)
-        return 200, {"schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, now)}
+            log.info(
+                "[admin] %s %s schedule %s", request.actor, "enabled" if body["enabled"] else "disabled", schedule_id
+            )
+        return 200, {
+            "schedule": self.schedule_json(self.db.fetch_one("get_schedule", id=schedule_id), schedule_id, now)
+        }
 
     def trigger(self, request: Request) -> tuple[int, Any]:
         """Run now, inline, under the daemon's claim; without moving nextRunAt; for disabled schedules too."""
@@ -353,13 +408,25 @@ class AdminAPI:
         if self.stopping.is_set():
             raise HTTPError(503, "shutting_down", "the admin server is shutting down: it starts no manual runs")
         log.info("[admin] %s triggered schedule %s", request.actor, schedule_id)
-        outcome = run_now(self.db, self.app, self.pool, definition, "admin_server",
-                          self.settings.heartbeat_interval_ms / 1000, self.stopping, "admin",
-                          lambda now: self.audit(request, "trigger", schedule_id, body.get("note"), now))
+        outcome = run_now(
+            self.db,
+            self.app,
+            self.pool,
+            definition,
+            "admin_server",
+            self.settings.heartbeat_interval_ms / 1000,
+            self.stopping,
+            "admin",
+            lambda now: self.audit(request, "trigger", schedule_id, body.get("note"), now),
+        )
         if outcome is None:
             holder = self.db.fetch_one("get_schedule", id=schedule_id)
-            raise HTTPError(409, "conflict", f"schedule {schedule_id!r} is running now (held by "
-                            f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})")
+            raise HTTPError(
+                409,
+                "conflict",
+                f"schedule {schedule_id!r} is running now (held by "
+                f"{holder['lockedBy'] if holder else '?'} since {iso(holder['lockedAt']) if holder else '?'})",
+            )
         return 200, {
             "message": "Schedule triggered",
             "jobsExecuted": outcome.count(RunStatus.COMPLETED) + outcome.count(RunStatus.FAILED),
@@ -377,8 +444,12 @@ class AdminAPI:
             self.audit(request, "trigger", definition.id, note, now)
         runs = self.db.fetch_all("batch_runs", batch_id=batch_id)
         log.info("[admin] %s queued schedule %s (%d jobs)", request.actor, definition.id, len(runs))
-        return 202, {"message": "Schedule queued", "jobsQueued": len(runs), "runIds": [r["id"] for r in runs],
-                     "runs": [self.run_json(r) for r in runs]}
+        return 202, {
+            "message": "Schedule queued",
+            "jobsQueued": len(runs),
+            "runIds": [r["id"] for r in runs],
+            "runs": [self.run_json(r) for r in runs],
+        }
 
     def require_runnable(self, schedule_id: str) -> Any:
         definition = self.app.schedules.get(schedule_id)
@@ -388,23 +459,44 @@ class AdminAPI:
         if definition is None:
             raise HTTPError(409, "orphaned", f"schedule {schedule_id!r} is no longer defined in code; it never runs")
         if row is None:
-            raise HTTPError(409, "not_synced", f"schedule {schedule_id!r} is not in the database yet; restart the server or daemon to sync it")
+            raise HTTPError(
+                409,
+                "not_synced",
+                f"schedule {schedule_id!r} is not in the database yet; restart the server or daemon to sync it",
+            )
         return definition
 
     def audit(self, request: Request, action: str, schedule_id: str, note: str | None, now: datetime) -> None:
-        self.db.insert("insert_audit", now=now, actor=request.actor, action=action, schedule_id=schedule_id,
-                       note=note, remote_address=request.remote_address)
+        self.db.insert(
+            "insert_audit",
+            now=now,
+            actor=request.actor,
+            action=action,
+            schedule_id=schedule_id,
+            note=note,
+            remote_address=request.remote_address,
+        )
 
     # runs
 
     @staticmethod
     def run_json(row: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": row["id"], "jobName": row["jobName"], "status": row["status"], "trigger": row["trigger"],
-            "scheduleId": row["scheduleId"], "scheduledFor": iso(row["scheduledFor"]), "attempt": row["attempt"],
-            "workerId": row["workerId"], "queuedAt": iso(row["queuedAt"]), "startedAt": iso(row["startedAt"]),
-            "completedAt": iso(row["completedAt"]), "durationMs": row["durationMs"], "error": row["error"],
-            "createdAt": iso(row["createdAt"]), "batchId": row["batchId"],
+            "id": row["id"],
+            "jobName": row["jobName"],
+            "status": row["status"],
+            "trigger": row["trigger"],
+            "scheduleId": row["scheduleId"],
+            "scheduledFor": iso(row["scheduledFor"]),
+            "attempt": row["attempt"],
+            "workerId": row["workerId"],
+            "queuedAt": iso(row["queuedAt"]),
+            "startedAt": iso(row["startedAt"]),
+            "completedAt": iso(row["completedAt"]),
+            "durationMs": row["durationMs"],
+            "error": row["error"],
+            "createdAt": iso(row["createdAt"]),
+            "batchId": row["batchId"],
         }
 
     def runs_page(self, rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -416,15 +508,24 @@ class AdminAPI:
         if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
             raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
         limit = params["limit"] or 50
-        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None,
-                                 before=params["before"], limit=limit)
+        rows = self.db.fetch_all(
+            "list_runs", status=None, schedule_id=schedule_id, job_name=None, before=params["before"], limit=limit
+        )
         return 200, self.runs_page(rows, limit)
 
     def list_jobs(self, request: Request) -> tuple[int, Any]:
-        params = query_params(request.query, {**PAGING, "status": one_of(RUN_STATUSES), "scheduleId": text, "jobName": text})
+        params = query_params(
+            request.query, {**PAGING, "status": one_of(RUN_STATUSES), "scheduleId": text, "jobName": text}
+        )
         limit = params["limit"] or 50
-        rows = self.db.fetch_all("list_runs", status=params["status"], schedule_id=params["scheduleId"],
-                                 job_name=params["jobName"], before=params["before"], limit=limit)
+        rows = self.db.fetch_all(
+            "list_runs",
+            status=params["status"],
+            schedule_id=params["scheduleId"],
+            job_name=params["jobName"],
+            before=params["before"],
+            limit=limit,
+        )
         return 200, self.runs_page(rows, limit)
 
     def get_job(self, request: Request) -> tuple[int, Any]:
@@ -433,8 +534,10 @@ class AdminAPI:
         row = self.db.fetch_one("get_run", id=run_id) if run_id < 2**62 else None
         if row is None:
             raise HTTPError(404, "not_found", f"no run {run_id}")
-        logs = [{"createdAt": iso(line["createdAt"]), "level": line["level"], "message": line["message"]}
-                for line in self.db.fetch_all("list_logs", run_id=run_id)]
+        logs = [
+            {"createdAt": iso(line["createdAt"]), "level": line["level"], "message": line["message"]}
+            for line in self.db.fetch_all("list_logs", run_id=run_id)
+        ]
         return 200, {"run": self.run_json(row), "logs": logs}
 
     # workers, audit, health
@@ -445,12 +548,20 @@ class AdminAPI:
         workers = []
         for row in self.db.fetch_all("list_workers"):
             age = (now - row["lastHeartbeatAt"]).total_seconds()
-            workers.append({
-                "id": row["id"], "workerType": row["workerType"], "hostname": row["hostname"], "pid": row["pid"],
-                "status": row["status"], "startedAt": iso(row["startedAt"]), "lastHeartbeatAt": iso(row["lastHeartbeatAt"]),
-                "stoppedAt": iso(row["stoppedAt"]), "heartbeatAgeSeconds": round(age, 3),
-                "alive": row["status"] == "RUNNING" and age < self.lock_timeout.total_seconds(),
-            })
+            workers.append(
+                {
+                    "id": row["id"],
+                    "workerType": row["workerType"],
+                    "hostname": row["hostname"],
+                    "pid": row["pid"],
+                    "status": row["status"],
+                    "startedAt": iso(row["startedAt"]),
+                    "lastHeartbeatAt": iso(row["lastHeartbeatAt"]),
+                    "stoppedAt": iso(row["stoppedAt"]),
+                    "heartbeatAgeSeconds": round(age, 3),
+                    "alive": row["status"] == "RUNNING" and age < self.lock_timeout.total_seconds(),
+                }
+            )
         return 200, {"workers": workers}
 
     def audit_log(self, request: Request) -> tuple[int, Any]:
@@ -458,9 +569,18 @@ class AdminAPI:
         limit = params["limit"] or 50
         rows = self.db.fetch_all("list_audit", before=params["before"], limit=limit)
         return 200, {
-            "entries": [{"id": r["id"], "createdAt": iso(r["createdAt"]), "actor": r["actor"], "action": r["action"],
-                         "scheduleId": r["scheduleId"], "note": r["note"], "remoteAddress": r["remoteAddress"]}
-                        for r in rows],
+            "entries": [
+                {
+                    "id": r["id"],
+                    "createdAt": iso(r["createdAt"]),
+                    "actor": r["actor"],
+                    "action": r["action"],
+                    "scheduleId": r["scheduleId"],
+                    "note": r["note"],
+                    "remoteAddress": r["remoteAddress"],
+                }
+                for r in rows
+            ],
             "nextBefore": rows[-1]["id"] if len(rows) == limit else None,
         }
 
@@ -476,13 +596,18 @@ class AdminAPI:
         schedule_id = request.args["id"]
         if schedule_id not in self.app.schedules and self.db.fetch_one("get_schedule", id=schedule_id) is None:
             raise HTTPError(404, "not_found", f"no schedule {schedule_id!r}")
-        found, next_before = self.recent_occurrences(schedule_id, params["limit"] or 20, params["before"], OCCURRENCE_RUNS_READ)
+        found, next_before = self.recent_occurrences(
+            schedule_id, params["limit"] or 20, params["before"], OCCURRENCE_RUNS_READ
+        )
         return 200, {"occurrences": found, "nextBefore": next_before}
 
-    def recent_occurrences(self, schedule_id: str, limit: int, before: int | None,
-                           read: int) -> tuple[list[dict[str, Any]], int | None]:
+    def recent_occurrences(
+        self, schedule_id: str, limit: int, before: int | None, read: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
         """Up to `limit` occurrences from the latest `read` runs, and the `before` of the next page (None: no more)."""
-        rows = self.db.fetch_all("list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before, limit=read)
+        rows = self.db.fetch_all(
+            "list_runs", status=None, schedule_id=schedule_id, job_name=None, before=before, limit=read
+        )
         found = group_occurrences([self.run_json(r) for r in rows])
         if len(rows) == read and len(found) > 1:
             found = found[:-1]  # the oldest group may have runs beyond what was read
@@ -495,7 +620,9 @@ class AdminAPI:
         query_params(request.query, {})
         now = utcnow()
         rates = {r["scheduleId"]: r for r in self.db.fetch_all("success_rate", since=now - timedelta(days=7))}
-        ids = list(self.app.schedules) + sorted({r["id"] for r in self.db.fetch_all("list_schedules")} - set(self.app.schedules))
+        ids = list(self.app.schedules) + sorted(
+            {r["id"] for r in self.db.fetch_all("list_schedules")} - set(self.app.schedules)
+        )
         schedules = []
         for schedule_id in ids:
             # Twice the runs of 20 occurrences (retries, skip records) rather than OCCURRENCE_RUNS_READ:
@@ -505,15 +632,24 @@ class AdminAPI:
             strip, _ = self.recent_occurrences(schedule_id, 20, None, min(OCCURRENCE_RUNS_READ, 40 * max(jobs, 1) + 1))
             rate = rates.get(schedule_id)
             finished = [o for o in strip if o["status"] not in ("RUNNING", "QUEUED")]
-            schedules.append({
-                "id": schedule_id,
-                "lastOutcome": finished[0]["status"] if finished else None,
-                "occurrences": [{k: v for k, v in o.items() if k != "runs"} for o in strip],
-                "successRate7d": None if not rate else {
-                    "total": rate["total"], "succeeded": int(rate["succeeded"]), "failed": int(rate["failed"]),
-                    "percent": round(int(rate["succeeded"]) / rate["total"] * 100, 2)},
-            })
-        failures = self.db.fetch_all("list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10)
+            schedules.append(
+                {
+                    "id": schedule_id,
+                    "lastOutcome": finished[0]["status"] if finished else None,
+                    "occurrences": [{k: v for k, v in o.items() if k != "runs"} for o in strip],
+                    "successRate7d": None
+                    if not rate
+                    else {
+                        "total": rate["total"],
+                        "succeeded": int(rate["succeeded"]),
+                        "failed": int(rate["failed"]),
+                        "percent": round(int(rate["succeeded"]) / rate["total"] * 100, 2),
+                    },
+                }
+            )
+        failures = self.db.fetch_all(
+            "list_runs", status="FAILED", schedule_id=None, job_name=None, before=None, limit=10
+        )
         return 200, {"schedules": schedules, "recentFailures": [self.run_json(r) for r in failures]}
 
     def metrics(self, request: Request) -> tuple[int, Any]:
@@ -572,15 +708,24 @@ def group_occurrences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ended = [r["completedAt"] for r in members if r["completedAt"]]
         failing = next((r for r in reversed(members) if r["status"] != "COMPLETED" and r["error"]), None)
         start, end = min(started, default=None), max(ended, default=None)
-        found.append({
-            "key": key, "scheduleId": members[0]["scheduleId"], "scheduledFor": members[-1]["scheduledFor"],
-            "trigger": members[0]["trigger"], "status": status, "startedAt": start,
-            "completedAt": end if status in FINISHED else None,
-            "durationMs": (int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000)
-                           if start and end and status in FINISHED else None),
-            "error": failing["error"].strip().splitlines()[-1] if failing else None,
-            "runs": sorted(members, key=lambda r: r["id"]),
-        })
+        found.append(
+            {
+                "key": key,
+                "scheduleId": members[0]["scheduleId"],
+                "scheduledFor": members[-1]["scheduledFor"],
+                "trigger": members[0]["trigger"],
+                "status": status,
+                "startedAt": start,
+                "completedAt": end if status in FINISHED else None,
+                "durationMs": (
+                    int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000)
+                    if start and end and status in FINISHED
+                    else None
+                ),
+                "error": failing["error"].strip().splitlines()[-1] if failing else None,
+                "runs": sorted(members, key=lambda r: r["id"]),
+            }
+        )
     return found
 
 
@@ -599,7 +744,7 @@ class Request:
         if not raw.strip():
             if allow_empty:
                 return {}
-            raise HTTPError(400, "bad_request", "the body must be a JSON object, e.g. {\"enabled\": true}")
+            raise HTTPError(400, "bad_request", 'the body must be a JSON object, e.g. {"enabled": true}')
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -664,14 +809,17 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             if not self.server.request_received(self.connection):  # and a long "Run now" is not an idle client
                 raise ClientGone("cut off by ADMIN_IDLE_TIMEOUT_S before the request was complete")
             path = urllib.parse.unquote(parts.path)
-            matches = [(m, match, name, auth) for m, pattern, name, auth in COMPILED_ROUTES if (match := pattern.match(path))]
+            matches = [
+                (m, match, name, auth) for m, pattern, name, auth in COMPILED_ROUTES if (match := pattern.match(path))
+            ]
             if not matches:
                 raise HTTPError(404, "not_found", f"no route {parts.path}")
             allowed = sorted({m for m, *_ in matches} | ({"HEAD"} if any(m == "GET" for m, *_ in matches) else set()))
             chosen = next((x for x in matches if x[0] == method or (method == "HEAD" and x[0] == "GET")), None)
             if chosen is None:
-                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {parts.path}",
-                                {"Allow": ", ".join(allowed)})
+                raise HTTPError(
+                    405, "method_not_allowed", f"{method} is not allowed on {parts.path}", {"Allow": ", ".join(allowed)}
+                )
             _, match, name, needs_auth = chosen
             actor = self.auth.actor(self.headers.get("Authorization")) if needs_auth else "anonymous"
             status, body = getattr(self.api, name)(Request(self, match.groupdict(), parts.query, actor))
@@ -725,8 +873,13 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
         else:
             payload, content_type = json.dumps(body).encode(), "application/json"
         path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path  # unset when the request line was garbage
-        log.info("[admin] %s %s %d %.1fms", getattr(self, "command", None), path, status,
-                 (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000)
+        log.info(
+            "[admin] %s %s %d %.1fms",
+            getattr(self, "command", None),
+            path,
+            status,
+            (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000,
+        )
         self.send_response(status)
         if status != 304:  # "not modified" has no body, so no type or length of one
             self.send_header("Content-Type", content_type)
@@ -738,8 +891,11 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if content_type.startswith("text/html"):
-            self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
-                             "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+            )
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -771,17 +927,25 @@ def make_server(settings: Settings, db: Database, app: App) -> AdminHTTPServer:
     admin_token = settings.admin_token
     if not admin_token and not settings.jwt_secret:
         if not is_loopback(settings.host):
-            raise ScheduleJobsError(f"refusing to serve /admin on {settings.host} without authentication: "
-                                    "set ADMIN_TOKEN (a long random string) or JWT_SECRET")
+            raise ScheduleJobsError(
+                f"refusing to serve /admin on {settings.host} without authentication: "
+                "set ADMIN_TOKEN (a long random string) or JWT_SECRET"
+            )
         admin_token = secrets.token_urlsafe(24)
         token_file = Path(".admin-token")
         write_private_file(token_file, admin_token + "\n")
-        log.warning("[admin] no ADMIN_TOKEN or JWT_SECRET set: wrote a one-off token for this run to %s "
-                    "(loopback only)", token_file.resolve())
+        log.warning(
+            "[admin] no ADMIN_TOKEN or JWT_SECRET set: wrote a one-off token for this run to %s (loopback only)",
+            token_file.resolve(),
+        )
     db.migrate()
     sync_definitions(db, app, utcnow())
-    return bind(settings.host, settings.port, AdminAPI(db, app, settings),
-                Authenticator(admin_token, settings.jwt_secret, settings.jwt_audience))
+    return bind(
+        settings.host,
+        settings.port,
+        AdminAPI(db, app, settings),
+        Authenticator(admin_token, settings.jwt_secret, settings.jwt_audience),
+    )
 
 
 def write_private_file(path: Path, content: str) -> None:
@@ -791,8 +955,10 @@ def write_private_file(path: Path, content: str) -> None:
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
         if path.is_symlink() or not path.is_file():
-            raise ScheduleJobsError(f"{path.resolve(strict=False)} exists and is not a regular file (a symbolic link?): "
-                                    "remove it, or set ADMIN_TOKEN") from None
+            raise ScheduleJobsError(
+                f"{path.resolve(strict=False)} exists and is not a regular file (a symbolic link?): "
+                "remove it, or set ADMIN_TOKEN"
+            ) from None
         path.unlink()  # the token of an earlier run; replaced, never rewritten in place
         fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -868,8 +1034,11 @@ class AdminHTTPServer(ThreadingHTTPServer):
                     del self.waiting[connection]
                     shut(connection)
             if expired:
-                log.info("[admin] closed %d connections that sent no complete request within %ss",
-                         len(expired), self.idle_timeout)
+                log.info(
+                    "[admin] closed %d connections that sent no complete request within %ss",
+                    len(expired),
+                    self.idle_timeout,
+                )
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""
@@ -891,18 +1060,28 @@ def main() -> int:
         worker = JobWorker(db, app, settings)
         until_database_answers("embedded job worker start-up", worker.start, worker.stopping, "admin")
         threading.Thread(target=worker.run_forever, name="embedded-job-worker", daemon=True).start()
-        log.info("[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms)
+        log.info(
+            "[admin] Embedded job worker started (JOB_WORKER_POLL_INTERVAL_MS=%d)", settings.job_worker_poll_interval_ms
+        )
     else:
         log.info("[admin] Job worker disabled (EMBEDDED_JOB_WORKER is not true)")
     alerts.start(db, settings, "admin")  # the web service stays up: its watchdog notices the only daemon gone
     host, port = server.server_address[:2]
-    log.info("[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)", host, port, db.url,
-             len(app.schedules))
+    log.info(
+        "[admin] Admin server listening on http://%s:%s/admin (database %s, %d schedules)",
+        host,
+        port,
+        db.url,
+        len(app.schedules),
+    )
     api = cast(type[AdminRequestHandler], server.RequestHandlerClass).api
 
     def shut_down(signum: int, _frame: Any) -> None:
-        log.info("[admin] %s received: finishing requests in flight (manual runs get SHUTDOWN_GRACE_S, %ds), then "
-                 "stopping", signal.Signals(signum).name, settings.shutdown_grace_s)
+        log.info(
+            "[admin] %s received: finishing requests in flight (manual runs get SHUTDOWN_GRACE_S, %ds), then stopping",
+            signal.Signals(signum).name,
+            settings.shutdown_grace_s,
+        )
         api.stopping.set()
         api.pool.end_runs_after_grace()
         if worker is not None:

@@ -74,7 +74,7 @@ class Alert:
     """One event, as POSTed: `text` (Slack, Mattermost, Google Chat) and `content` (Discord) carry one human line."""
 
     event: Event
-    key: str                     # unique per event: the same key queued twice is sent once
+    key: str  # unique per event: the same key queued twice is sent once
     text: str
     at: datetime
     schedule_id: str | None = None
@@ -83,10 +83,18 @@ class Alert:
     error: str | None = None
 
     def body(self) -> str:
-        return json.dumps({"event": self.event.value, "scheduleId": self.schedule_id, "jobName": self.job_name,
-                           "runId": self.run_id, "error": self.error,
-                           "at": self.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                           "text": self.text, "content": self.text})
+        return json.dumps(
+            {
+                "event": self.event.value,
+                "scheduleId": self.schedule_id,
+                "jobName": self.job_name,
+                "runId": self.run_id,
+                "error": self.error,
+                "at": self.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "text": self.text,
+                "content": self.text,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,9 @@ class AlertState:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AlertState:
-        return cls(row["subject"], bool(row["active"]), row["episode"], row["pending"], row["since"], row["lastAlertAt"])
+        return cls(
+            row["subject"], bool(row["active"]), row["episode"], row["pending"], row["since"], row["lastAlertAt"]
+        )
 
 
 def url_origin(url: str) -> str:
@@ -164,9 +174,19 @@ class AlertService:
             text += f" ({state.pending + 1} failures since the last alert)"
         # A run's alert is keyed by the run; a condition's by its episode and the moment of this alert.
         key = alert.key if alert.run_id is not None else f"{alert.key}:{episode}:{alert.at.isoformat()}"
-        self._store(db, state, alert.at, active=True, episode=episode, pending=0, last_alert_at=alert.at,
-                    since=state.since if state.active else alert.at)
-        self.queue(db, Alert(alert.event, key, text, alert.at, alert.schedule_id, alert.job_name, alert.run_id, alert.error))
+        self._store(
+            db,
+            state,
+            alert.at,
+            active=True,
+            episode=episode,
+            pending=0,
+            last_alert_at=alert.at,
+            since=state.since if state.active else alert.at,
+        )
+        self.queue(
+            db, Alert(alert.event, key, text, alert.at, alert.schedule_id, alert.job_name, alert.run_id, alert.error)
+        )
         return True
 
     def is_fine(self, subject: str, text: str, at: datetime, schedule_id: str | None = None) -> bool:
@@ -183,7 +203,9 @@ class AlertService:
                 return False
             self._store(self.db, state, at, active=False, pending=0)
             since = f" (wrong since {state.since.isoformat(timespec='seconds')})" if state.since else ""
-            self.queue(self.db, Alert(Event.RECOVERED, f"recovered:{subject}:{state.episode}", text + since, at, schedule_id))
+            self.queue(
+                self.db, Alert(Event.RECOVERED, f"recovered:{subject}:{state.episode}", text + since, at, schedule_id)
+            )
         self._wake.set()
         return True
 
@@ -199,25 +221,50 @@ class AlertService:
         return AlertState.from_row(row)
 
     def _store(self, db: Database, state: AlertState, now: datetime, **changes: Any) -> None:
-        new = {"active": state.active, "episode": state.episode, "pending": state.pending, "since": state.since,
-               "last_alert_at": state.last_alert_at, **changes}
+        new = {
+            "active": state.active,
+            "episode": state.episode,
+            "pending": state.pending,
+            "since": state.since,
+            "last_alert_at": state.last_alert_at,
+            **changes,
+        }
         db.execute("update_alert_state", subject=state.subject, now=now, **new)
 
     def queue(self, db: Database, alert: Alert) -> None:
         body = alert.body()
         for target in self.urls:
-            db.execute("insert_alert", dedup_key=alert.key, target=target, event=alert.event.value,
-                            schedule_id=alert.schedule_id, run_id=alert.run_id, body=body, now=alert.at)
-        log.warning("[alerts] %s: %s", alert.event.value, alert.text,
-                    extra={"event": alert.event.value, "scheduleId": alert.schedule_id, "jobName": alert.job_name,
-                           "runId": alert.run_id})
+            db.execute(
+                "insert_alert",
+                dedup_key=alert.key,
+                target=target,
+                event=alert.event.value,
+                schedule_id=alert.schedule_id,
+                run_id=alert.run_id,
+                body=body,
+                now=alert.at,
+            )
+        log.warning(
+            "[alerts] %s: %s",
+            alert.event.value,
+            alert.text,
+            extra={
+                "event": alert.event.value,
+                "scheduleId": alert.schedule_id,
+                "jobName": alert.job_name,
+                "runId": alert.run_id,
+            },
+        )
 
     # -- the watchdog --------------------------------------------------------------------------------
 
     def watch(self, now: datetime) -> None:
         """Overdue schedules and missing daemons/workers: alert, repeat or recover."""
         heartbeat_after = now - timedelta(seconds=self.settings.health_max_heartbeat_age_s)
-        live = {row["workerType"]: row["live"] for row in self.db.fetch_all("live_instances", heartbeat_after=heartbeat_after)}
+        live = {
+            row["workerType"]: row["live"]
+            for row in self.db.fetch_all("live_instances", heartbeat_after=heartbeat_after)
+        }
         age = f"younger than HEALTH_MAX_HEARTBEAT_AGE_S ({self.settings.health_max_heartbeat_age_s}s)"
         kinds = [("daemon_down", "schedule_daemon", "schedule daemon")]
         if self.settings.execution_mode == "queue":
@@ -226,21 +273,34 @@ class AlertService:
             if live.get(worker_type):
                 self.is_fine(subject, f"a {name} is alive again", now)
             else:
-                self.went_wrong(subject, Alert(Event.DAEMON_DOWN, subject, f"no live {name}: none has a heartbeat {age}",
-                                               now), counts=False)
+                self.went_wrong(
+                    subject,
+                    Alert(Event.DAEMON_DOWN, subject, f"no live {name}: none has a heartbeat {age}", now),
+                    counts=False,
+                )
         if not live.get("schedule_daemon"):
             return  # every schedule is overdue then: daemon_down says it once instead of once per schedule
         tolerance = timedelta(seconds=self.settings.health_overdue_tolerance_s)
-        overdue = {row["id"]: row["nextRunAt"] for row in self.db.fetch_all("overdue_schedules", due_before=now - tolerance)}
+        overdue = {
+            row["id"]: row["nextRunAt"] for row in self.db.fetch_all("overdue_schedules", due_before=now - tolerance)
+        }
         for schedule_id, due in overdue.items():
-            self.went_wrong(f"overdue:{schedule_id}", Alert(
-                Event.SCHEDULE_OVERDUE, f"schedule_overdue:{schedule_id}",
-                f"schedule {schedule_id} is overdue: due {due.isoformat(timespec='seconds')}, not claimed within "
-                f"{tolerance.total_seconds():.0f}s", now, schedule_id), counts=False)
+            self.went_wrong(
+                f"overdue:{schedule_id}",
+                Alert(
+                    Event.SCHEDULE_OVERDUE,
+                    f"schedule_overdue:{schedule_id}",
+                    f"schedule {schedule_id} is overdue: due {due.isoformat(timespec='seconds')}, not claimed within "
+                    f"{tolerance.total_seconds():.0f}s",
+                    now,
+                    schedule_id,
+                ),
+                counts=False,
+            )
         for row in self.db.fetch_all("active_alert_states"):
             subject = row["subject"]
-            if subject.startswith("overdue:") and subject[len("overdue:"):] not in overdue:
-                schedule_id = subject[len("overdue:"):]
+            if subject.startswith("overdue:") and subject[len("overdue:") :] not in overdue:
+                schedule_id = subject[len("overdue:") :]
                 self.is_fine(subject, f"schedule {schedule_id} runs again", now, schedule_id)
 
     # -- delivery ------------------------------------------------------------------------------------
@@ -265,13 +325,24 @@ class AlertService:
                 log.info("[alerts] %s sent to %s", row["event"], url_origin(url), extra={"event": row["event"]})
                 continue
             attempts = row["attempts"] + 1
-            retry_at = done + timedelta(seconds=min(2.0 ** attempts, MAX_BACKOFF_S))
+            retry_at = done + timedelta(seconds=min(2.0**attempts, MAX_BACKOFF_S))
             gave_up = retry_at - row["createdAt"] > GIVE_UP_AFTER
-            self.db.execute("alert_failed", id=row["id"], status=(Delivery.GAVE_UP if gave_up else Delivery.PENDING).value,
-                            next_attempt_at=retry_at, error=error[:500])
-            log.error("[alerts] %s to %s failed (attempt %d): %s; %s", row["event"], url_origin(url), attempts, error,
-                      "giving up after 10 minutes" if gave_up else f"retrying at {retry_at.isoformat(timespec='seconds')}",
-                      extra={"event": row["event"]})
+            self.db.execute(
+                "alert_failed",
+                id=row["id"],
+                status=(Delivery.GAVE_UP if gave_up else Delivery.PENDING).value,
+                next_attempt_at=retry_at,
+                error=error[:500],
+            )
+            log.error(
+                "[alerts] %s to %s failed (attempt %d): %s; %s",
+                row["event"],
+                url_origin(url),
+                attempts,
+                error,
+                "giving up after 10 minutes" if gave_up else f"retrying at {retry_at.isoformat(timespec='seconds')}",
+                extra={"event": row["event"]},
+            )
 
     def _until_stored(self, write: Callable[[], Any]) -> None:
         """A webhook took the alert: store that, or its lease would expire and it would be sent again."""
@@ -288,13 +359,18 @@ class AlertService:
                 delay = min(delay * 2, 30.0)
 
     def seconds_until_next_delivery(self, now: datetime) -> float | None:
-        due = [row["nextAttemptAt"] for target in self.urls if (row := self.db.fetch_one("next_alert_due", target=target))]
+        due = [
+            row["nextAttemptAt"] for target in self.urls if (row := self.db.fetch_one("next_alert_due", target=target))
+        ]
         return None if not due else max(0.0, (min(due) - now).total_seconds())
 
     def housekeep(self, now: datetime) -> None:
         """Give up alerts unsent after the retry window, whatever their webhook: no process is left to send them."""
-        given_up = self.db.execute("give_up_stale_alerts", before=now - GIVE_UP_AFTER - SEND_LEASE,
-                                   error="no process that knows this webhook sent it within 10 minutes")
+        given_up = self.db.execute(
+            "give_up_stale_alerts",
+            before=now - GIVE_UP_AFTER - SEND_LEASE,
+            error="no process that knows this webhook sent it within 10 minutes",
+        )
         if given_up:
             log.error("[alerts] gave up %d alert(s) no process could send within 10 minutes", given_up)
 
@@ -302,8 +378,13 @@ class AlertService:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("[alerts] Alerts on: %d webhook(s) (%s), repeat every %ss, watchdog every %gs", len(self.urls),
-                 ", ".join(url_origin(u) for u in self.urls.values()), self.settings.alert_repeat_s, self.interval_s)
+        log.info(
+            "[alerts] Alerts on: %d webhook(s) (%s), repeat every %ss, watchdog every %gs",
+            len(self.urls),
+            ", ".join(url_origin(u) for u in self.urls.values()),
+            self.settings.alert_repeat_s,
+            self.interval_s,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -336,14 +417,18 @@ def busy_retried(decide: Callable[[], bool]) -> bool:
         try:
             return decide()
         except DatabaseBusy:
-            time.sleep(0.05 * 2 ** attempt)
+            time.sleep(0.05 * 2**attempt)
     return decide()
 
 
 def post(url: str, body: bytes) -> str | None:
     """POST JSON; None when the webhook answered 2xx, else why not (without the URL)."""
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "schedule-jobs-alerts"})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "schedule-jobs-alerts"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_S) as response:
             response.read(1024)
@@ -393,13 +478,15 @@ def _guarded(what: str, fn: Any) -> None:
             if attempt == HOOK_ATTEMPTS - 1:
                 log.error("[alerts] could not record %s after %d attempts: %s", what, HOOK_ATTEMPTS, exc)
             else:
-                time.sleep(0.5 * 2 ** attempt)
+                time.sleep(0.5 * 2**attempt)
         except Exception as exc:
             log.error("[alerts] could not record %s: %s", what, exc)
             return
 
 
-def run_failed(db: Database, schedule_id: str | None, job_name: str, run_id: int, error: str | None, trigger: str) -> None:
+def run_failed(
+    db: Database, schedule_id: str | None, job_name: str, run_id: int, error: str | None, trigger: str
+) -> None:
     """A cron run failed for good (after its last retry in queue mode)."""
     service = _service
     alert = None if service is None else run_failed_alert(db, schedule_id, job_name, run_id, error, trigger)
@@ -420,14 +507,22 @@ def runs_failed_by_recovery(db: Database, runs: list[dict[str, Any]], error: str
     service._wake.set()
 
 
-def run_failed_alert(db: Database, schedule_id: str | None, job_name: str, run_id: int, error: str | None,
-                     trigger: str) -> Alert | None:
+def run_failed_alert(
+    db: Database, schedule_id: str | None, job_name: str, run_id: int, error: str | None, trigger: str
+) -> Alert | None:
     """The run_failed alert of a run; None for runs that never alert (manual runs, runs of no schedule)."""
     if trigger != "CRON" or schedule_id is None:
         return None
-    return Alert(Event.RUN_FAILED, f"run_failed:{run_id}",
-                 f"{job_name} failed (schedule {schedule_id}, run {run_id}): {last_line(error) or 'no error text'}",
-                 db.now(), schedule_id, job_name, run_id, last_line(error))
+    return Alert(
+        Event.RUN_FAILED,
+        f"run_failed:{run_id}",
+        f"{job_name} failed (schedule {schedule_id}, run {run_id}): {last_line(error) or 'no error text'}",
+        db.now(),
+        schedule_id,
+        job_name,
+        run_id,
+        last_line(error),
+    )
 
 
 def occurrence_finished(db: Database, schedule_id: str | None, trigger: str, ok: bool) -> None:
@@ -435,8 +530,12 @@ def occurrence_finished(db: Database, schedule_id: str | None, trigger: str, ok:
     service = _service
     if service is None or trigger != "CRON" or schedule_id is None or not ok:
         return
-    _guarded("a success", lambda: service.is_fine(f"failing:{schedule_id}", f"schedule {schedule_id} succeeded again",
-                                                 db.now(), schedule_id))
+    _guarded(
+        "a success",
+        lambda: service.is_fine(
+            f"failing:{schedule_id}", f"schedule {schedule_id} succeeded again", db.now(), schedule_id
+        ),
+    )
 
 
 def occurrences_missed(db: Database, records: list[dict[str, Any]]) -> None:
@@ -453,14 +552,36 @@ def occurrences_missed(db: Database, records: list[dict[str, Any]]) -> None:
     if len(records) == 1:
         [record] = records
         row = db.fetch_one("skip_record_id", schedule_id=record["schedule_id"], scheduled_for=record["scheduled_for"])
-        service.queue(db, Alert(Event.OCCURRENCE_MISSED, f"occurrence_missed:{record['schedule_id']}:{record['scheduled_for'].isoformat()}",
-                            f"schedule {record['schedule_id']}: {record['error']}", record["now"], record["schedule_id"],
-                            None, row["id"] if row else None, record["error"]))
+        service.queue(
+            db,
+            Alert(
+                Event.OCCURRENCE_MISSED,
+                f"occurrence_missed:{record['schedule_id']}:{record['scheduled_for'].isoformat()}",
+                f"schedule {record['schedule_id']}: {record['error']}",
+                record["now"],
+                record["schedule_id"],
+                None,
+                row["id"] if row else None,
+                record["error"],
+            ),
+        )
     else:
         ids = sorted({r["schedule_id"] for r in records})
-        batch = hashlib.sha256(",".join(f"{r['schedule_id']}@{r['scheduled_for'].isoformat()}" for r in records).encode())
+        batch = hashlib.sha256(
+            ",".join(f"{r['schedule_id']}@{r['scheduled_for'].isoformat()}" for r in records).encode()
+        )
         names = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-        service.queue(db, Alert(Event.OCCURRENCE_MISSED, f"occurrence_missed:batch:{batch.hexdigest()[:16]}",
-                            f"{len(ids)} schedules skipped: {names}",
-                            records[0]["now"], None, None, None, records[0]["error"]))
+        service.queue(
+            db,
+            Alert(
+                Event.OCCURRENCE_MISSED,
+                f"occurrence_missed:batch:{batch.hexdigest()[:16]}",
+                f"{len(ids)} schedules skipped: {names}",
+                records[0]["now"],
+                None,
+                None,
+                None,
+                records[0]["error"],
+            ),
+        )
     service._wake.set()

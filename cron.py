@@ -40,17 +40,44 @@ _HOUR = 3600
 _NEVER_FIRES_FROM = datetime(2000, 1, 1)  # any fixed date: the Gregorian calendar repeats every 400 years
 
 NICKNAMES = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
 FIELDS = ("minute", "hour", "day of month", "month", "day of week", "second")  # croniter's order: seconds last
-_ALLOWED = {"minute": "0-59", "hour": "0-23", "day of month": "1-31 or L", "month": "1-12 or jan-dec",
-            "day of week": "0-7 or sun-sat", "second": "0-59"}
-_NAMES = {name: number for number, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+_ALLOWED = {
+    "minute": "0-59",
+    "hour": "0-23",
+    "day of month": "1-31 or L",
+    "month": "1-12 or jan-dec",
+    "day of week": "0-7 or sun-sat",
+    "second": "0-59",
+}
+_NAMES = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1
+    )
+}
 _NAMES.update({name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def fields_of(expression: str) -> list[str]:
@@ -88,8 +115,10 @@ def _field_problem(name: str, text: str, position: int, count: int) -> str | Non
     for item in text.split(","):
         base = item.split("/")[0].strip().lower()
         if base in ("r", "h") or base.startswith(("r(", "h(")):
-            return (f"{where}: R (random) and H (hashed) are not supported: each process would pick a different "
-                    "time; write the value you want")
+            return (
+                f"{where}: R (random) and H (hashed) are not supported: each process would pick a different "
+                "time; write the value you want"
+            )
         start, dash, end = base.partition("-")
         if dash and (start.isdigit() or start in _NAMES) and (end.isdigit() or end in _NAMES):
             first, last = (int(v) if v.isdigit() else _NAMES[v] for v in (start, end))
@@ -121,8 +150,10 @@ def cron_problem(expression: str) -> str | None:
     if expression.strip().startswith("@") and len(fields) == 1:
         return f"{quoted(expression)} is not a known nickname (use {', '.join(NICKNAMES)})"
     if len(fields) not in (5, 6):
-        return (f"{quoted(expression)} has {len(fields)} fields; use 5 (minute hour day-of-month month "
-                f"day-of-week) or 6 (the same, then second)")
+        return (
+            f"{quoted(expression)} has {len(fields)} fields; use 5 (minute hour day-of-month month "
+            f"day-of-week) or 6 (the same, then second)"
+        )
     for position, (name, text) in enumerate(zip(FIELDS, fields)):
         problem = _field_problem(name, text, position, len(fields))
         if problem is not None:
@@ -151,9 +182,11 @@ def seconds_last_warning(expression: str) -> str | None:
         return None
     listed = ",".join(str(m) for m in minutes[:12]) + (",..." if len(minutes) > 12 else "")
     meant = " ".join(fields[1:] + fields[:1])
-    return (f"6 fields are read with seconds LAST: {quoted(expression)} fires every second (60 times) during "
-            f"minute{'s' if len(minutes) > 1 else ''} {listed} of each matching hour; "
-            f"if the first field was meant as seconds, write {quoted(meant)}")
+    return (
+        f"6 fields are read with seconds LAST: {quoted(expression)} fires every second (60 times) during "
+        f"minute{'s' if len(minutes) > 1 else ''} {listed} of each matching hour; "
+        f"if the first field was meant as seconds, write {quoted(meant)}"
+    )
 
 
 @lru_cache(maxsize=1024)

@@ -33,11 +33,12 @@ import re
 import sqlite3
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from errors import ConfigError, Conflict, DatabaseBusy, DatabaseCannotWrite, DatabaseUnavailable, ValueRejected
 
@@ -64,7 +65,7 @@ sqlite3.register_converter("DATETIME", _sqlite_datetime)
 
 class Unit(enum.Enum):
     CHARACTERS = "characters"  # VARCHAR(n) counts characters
-    BYTES = "bytes"            # TEXT holds 65,535 bytes of UTF-8, up to 4 a character
+    BYTES = "bytes"  # TEXT holds 65,535 bytes of UTF-8, up to 4 a character
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,10 @@ class ColumnLimit:
 # Parameters (by their name in queries.sql) whose text the program writes without choosing its length,
 # and what the column they fill holds (schema.sql). MySQL refuses a longer value ("Data too long").
 COLUMN_LIMITS = {
-    "error": ColumnLimit(65_535, Unit.BYTES),      # JobRun.error TEXT
-    "message": ColumnLimit(65_535, Unit.BYTES),    # JobLog.message TEXT
-    "actor": ColumnLimit(200, Unit.CHARACTERS),    # AdminAudit.actor VARCHAR(200)
-    "note": ColumnLimit(500, Unit.CHARACTERS),     # AdminAudit.note VARCHAR(500)
+    "error": ColumnLimit(65_535, Unit.BYTES),  # JobRun.error TEXT
+    "message": ColumnLimit(65_535, Unit.BYTES),  # JobLog.message TEXT
+    "actor": ColumnLimit(200, Unit.CHARACTERS),  # AdminAudit.actor VARCHAR(200)
+    "note": ColumnLimit(500, Unit.CHARACTERS),  # AdminAudit.note VARCHAR(500)
 }
 CUT_MARKER = "\n[... {cut} {unit} cut to fit the column ...]\n"
 CLOCK_TOLERANCE = timedelta(seconds=1)  # how far our clock may differ from the database's before now() corrects it
@@ -97,9 +98,12 @@ def fit_column(value: str, limit: ColumnLimit) -> str:
     head, tail = room // 2, room - room // 2  # the head says where it happened, the tail what (last line)
     marker = CUT_MARKER.format(cut=size - room, unit=limit.unit.value)
     if limit.unit is Unit.CHARACTERS:
-        return value[:head] + marker + value[size - tail:]
-    return (encoded[:head].decode("utf-8", "ignore") + marker  # "ignore": a character split by the cut goes
-            + encoded[size - tail:].decode("utf-8", "ignore"))
+        return value[:head] + marker + value[size - tail :]
+    return (
+        encoded[:head].decode("utf-8", "ignore")
+        + marker  # "ignore": a character split by the cut goes
+        + encoded[size - tail :].decode("utf-8", "ignore")
+    )
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,12 @@ class SQLiteDialect:
     """The embedded default: one file, many processes, one writer at a time."""
 
     name: str = "sqlite"
-    begin_write: str = "BEGIN IMMEDIATE"   # take the write lock up front: no upgrade deadlocks
+    begin_write: str = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks
     insert_ignore: str = "INSERT OR IGNORE"
-    for_update_skip_locked: str = ""       # BEGIN IMMEDIATE already excludes every other writer
-    for_update: str = ""                   # likewise: the transaction already holds the only write lock
+    for_update_skip_locked: str = ""  # BEGIN IMMEDIATE already excludes every other writer
+    for_update: str = ""  # likewise: the transaction already holds the only write lock
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-    stores_times_as_text: bool = True      # an operator's UPDATE may store any ISO form; see normalise_typed_times
+    stores_times_as_text: bool = True  # an operator's UPDATE may store any ISO form; see normalise_typed_times
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
@@ -133,7 +137,7 @@ class MySQLDialect:
     for_update_skip_locked: str = "FOR UPDATE SKIP LOCKED"
     for_update: str = "FOR UPDATE"
     db_now: str = "UTC_TIMESTAMP(3)"
-    stores_times_as_text: bool = False     # DATETIME(3) normalises whatever is written
+    stores_times_as_text: bool = False  # DATETIME(3) normalises whatever is written
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -181,7 +185,9 @@ def load_migrations(text: str) -> dict[int, list[str]]:
 
 def sqlite_ddl(statement: str) -> str:
     """schema.sql is MySQL's dialect; these are the only two spellings SQLite does not accept."""
-    statement = re.sub(r"BIGINT\s+NOT NULL\s+AUTO_INCREMENT\s+PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", statement)
+    statement = re.sub(
+        r"BIGINT\s+NOT NULL\s+AUTO_INCREMENT\s+PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", statement
+    )
     return re.sub(r"\)\s*ENGINE=.*$", ")", statement, flags=re.S)
 
 
@@ -241,7 +247,7 @@ def redact_url(url: str) -> str:
     # No '@': "user:secret/db" (the host forgotten) would pass the secret off as a port.
     host, colon, port = location.partition("/")[0].partition(":")
     if colon and not port.isdigit():
-        return f"{scheme}://{host}:***{location[len(host) + 1 + len(port):]}"
+        return f"{scheme}://{host}:***{location[len(host) + 1 + len(port) :]}"
     return url
 
 
@@ -262,7 +268,9 @@ class Database:
             try:
                 import pymysql  # noqa: F401  (imported here so SQLite users never need it)
             except ImportError:
-                raise ConfigError("DATABASE_URL is a mysql:// URL but PyMySQL is missing: run pip install -r requirements.txt") from None
+                raise ConfigError(
+                    "DATABASE_URL is a mysql:// URL but PyMySQL is missing: run pip install -r requirements.txt"
+                ) from None
 
     @classmethod
     def from_url(cls, url: str, lock_wait_timeout_ms: int = 30_000) -> Database:
@@ -460,8 +468,12 @@ class Database:
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = self.params["path"]
         try:
-            conn = sqlite3.connect(path, timeout=self.lock_wait_timeout_ms / 1000, isolation_level=None,
-                                   detect_types=sqlite3.PARSE_DECLTYPES)
+            conn = sqlite3.connect(
+                path,
+                timeout=self.lock_wait_timeout_ms / 1000,
+                isolation_level=None,
+                detect_types=sqlite3.PARSE_DECLTYPES,
+            )
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, across processes
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -477,13 +489,23 @@ class Database:
             conn = pymysql.connect(
                 # As bytes: PyMySQL would encode a str password as Latin-1 and fail on any other character
                 # with an error quoting it; UTF-8 is what the server hashed if the password was set over utf8mb4.
-                host=p["host"], port=p["port"], user=p["user"], password=p["password"].encode(), database=p["database"],
-                autocommit=True, charset="utf8mb4", connect_timeout=10, read_timeout=60, write_timeout=60,
+                host=p["host"],
+                port=p["port"],
+                user=p["user"],
+                password=p["password"].encode(),
+                database=p["database"],
+                autocommit=True,
+                charset="utf8mb4",
+                connect_timeout=10,
+                read_timeout=60,
+                write_timeout=60,
             )
             with conn.cursor() as cur:
                 cur.execute("SET time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_wait_timeout_ms / 1000))}")
+                cur.execute(
+                    f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(self.lock_wait_timeout_ms / 1000))}"
+                )
         except pymysql.err.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to MySQL at {p['host']}:{p['port']}: {exc.args[-1]}") from exc
         return conn
@@ -494,8 +516,10 @@ class Database:
             return fn()
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise DatabaseBusy(f"SQLite is busy (another process held its write lock for longer than "
-                                   f"{self.lock_wait_timeout_ms} ms): {exc}") from exc
+                raise DatabaseBusy(
+                    f"SQLite is busy (another process held its write lock for longer than "
+                    f"{self.lock_wait_timeout_ms} ms): {exc}"
+                ) from exc
             if "too big" in str(exc):
                 raise ValueRejected(f"SQLite refused a value: {exc}") from exc
             if "disk is full" in str(exc) or "disk I/O error" in str(exc) or "readonly" in str(exc):

@@ -47,4 +47,4 @@ class ValueRejected(ScheduleJobsError):
 def quoted(value: object, limit: int = 60) -> str:
     """`value` quoted for a message, cut to about `limit` characters so that no input floods a log line."""
     text = str(value)
-    return repr(text if len(text) <= limit else text[:limit - 3] + "...")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

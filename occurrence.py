@@ -18,16 +18,17 @@ import functools
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import alerts
 import pings
 from db import Database, utc_ms
-from errors import Conflict, DatabaseBusy
-from records import JobCall, JobPool, RunRecord, RunStatus
+from errors import Conflict, DatabaseBusy, ValueRejected
 from queue_mode import require_skip_locked
+from records import JobCall, JobPool, RunRecord, RunStatus
 from runner import Presence, log_result, retry_until_stored, utcnow
 from scheduling import App, ScheduleDefinition
 from settings import Settings
@@ -43,8 +44,16 @@ class InlineExecutor:
 
     description = "inline (each job runs in a supervised child process of this daemon)"
 
-    def __init__(self, db: Database, app: App, settings: Settings, presence: Presence, stopping: threading.Event,
-                 wake: threading.Event, pool: JobPool | None = None):
+    def __init__(
+        self,
+        db: Database,
+        app: App,
+        settings: Settings,
+        presence: Presence,
+        stopping: threading.Event,
+        wake: threading.Event,
+        pool: JobPool | None = None,
+    ):
         self.db = db
         self.app = app
         self.presence = presence
@@ -77,8 +86,12 @@ class InlineExecutor:
 
     def claim(self, schedule: ScheduleDefinition, due: datetime, next_run_at: datetime, now: datetime) -> bool:
         """Inside the caller's transaction: lock the schedule and move nextRunAt past the occurrence read as due."""
-        return self.db.execute("claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at,
-                               owner=self.presence.id, now=now) == 1
+        return (
+            self.db.execute(
+                "claim_occurrence", id=schedule.id, due=due, next_run_at=next_run_at, owner=self.presence.id, now=now
+            )
+            == 1
+        )
 
     def within_claim(self, schedule: ScheduleDefinition, occurrence: datetime, now: datetime) -> str | None:
         return None
@@ -96,8 +109,18 @@ class InlineExecutor:
 
     def _run(self, schedule: ScheduleDefinition, occurrence: datetime, claimed_at: datetime) -> None:
         try:
-            run_claimed(self.db, self.app, self.pool, self.presence, schedule, occurrence, "CRON", claimed_at,
-                        self.stopping, "daemon")
+            run_claimed(
+                self.db,
+                self.app,
+                self.pool,
+                self.presence,
+                schedule,
+                occurrence,
+                "CRON",
+                claimed_at,
+                self.stopping,
+                "daemon",
+            )
         except Exception:  # run_claimed records and releases whatever happens; this is for a bug in it
             log.exception("[daemon] the run of %s ended with an unexpected error", schedule.id)
         finally:
@@ -151,8 +174,13 @@ class QueueExecutor:
 
     def start(self, schedule: ScheduleDefinition, occurrence: datetime, claimed_at: datetime) -> None:
         pings.started(schedule.ping_url, "CRON")
-        log.info('[daemon] Queued %d jobs for "%s" (%s, occurrence %s)', len(self.app.jobs_for(schedule)),
-                 schedule.name, schedule.id, occurrence.isoformat())
+        log.info(
+            '[daemon] Queued %d jobs for "%s" (%s, occurrence %s)',
+            len(self.app.jobs_for(schedule)),
+            schedule.name,
+            schedule.id,
+            occurrence.isoformat(),
+        )
 
     def wait(self) -> None:
         pass
@@ -179,29 +207,66 @@ class Outcome:
         return all(r.status is RunStatus.COMPLETED for r in self.runs)
 
 
-def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, scheduled_for: datetime,
-                   trigger: str, worker_id: str, stopping: threading.Event, label: str = "daemon") -> Outcome:
+def store_plain_error(finish: Callable[..., int], refused: ValueRejected) -> int:
+    """Write a job's outcome again with a plain error when the database refused the job's own error text."""
+    return finish(error=f"the job's error text was refused by the database ({refused}); see this process's log")
+
+
+def run_occurrence(
+    db: Database,
+    app: App,
+    pool: JobPool,
+    schedule: ScheduleDefinition,
+    scheduled_for: datetime,
+    trigger: str,
+    worker_id: str,
+    stopping: threading.Event,
+    label: str = "daemon",
+) -> Outcome:
     """Run the schedule's jobs now, in order, each in a supervised child. Never holds a transaction while a job runs."""
     jobs = app.jobs_for(schedule)
     batch_id = str(uuid.uuid4())
     outcome = Outcome()
     not_completed: dict[str, str] = {}  # job name -> status, for the dependents' skip reason
-    log.info('[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)', label, len(jobs), schedule.name,
-             schedule.id, trigger, scheduled_for.isoformat())
+    log.info(
+        '[%s] Executing %d jobs inline for "%s" (%s, %s, occurrence %s)',
+        label,
+        len(jobs),
+        schedule.name,
+        schedule.id,
+        trigger,
+        scheduled_for.isoformat(),
+    )
     pings.started(schedule.ping_url, trigger)
 
     def record(**fields: Any) -> int:
-        row = {"job_name": None, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-               "batch_id": batch_id, "attempt": 1, "worker_id": worker_id, "queued_at": None, "started_at": None,
-               "completed_at": None, "duration_ms": None, "error": None, "now": db.now(), **fields}
+        row = {
+            "job_name": None,
+            "trigger": trigger,
+            "schedule_id": schedule.id,
+            "scheduled_for": scheduled_for,
+            "batch_id": batch_id,
+            "attempt": 1,
+            "worker_id": worker_id,
+            "queued_at": None,
+            "started_at": None,
+            "completed_at": None,
+            "duration_ms": None,
+            "error": None,
+            "now": db.now(),
+            **fields,
+        }
         run_id: int = retry_until_stored("recording a run", lambda: insert_run_once(db, row), stopping)
         return run_id
 
     for job in jobs:
         blocked = [dep for dep in job.depends_on if dep in not_completed]
         if blocked or stopping.is_set():
-            reason = ("not started: the daemon is shutting down" if not blocked else
-                      "not started: dependency " + ", ".join(f"{d} {not_completed[d]}" for d in blocked))
+            reason = (
+                "not started: the daemon is shutting down"
+                if not blocked
+                else "not started: dependency " + ", ".join(f"{d} {not_completed[d]}" for d in blocked)
+            )
             run_id = record(job_name=job.name, status=RunStatus.SKIPPED.value, error=reason)
             not_completed[job.name] = RunStatus.SKIPPED.value
             outcome.runs.append(RunRecord(run_id, job.name, RunStatus.SKIPPED, reason))
@@ -212,23 +277,36 @@ def run_occurrence(db: Database, app: App, pool: JobPool, schedule: ScheduleDefi
         log.info("[%s] -> Executing: %s (run %s)", label, job.name, run_id, extra=fields)
         result = pool.run(job, JobCall(run_id, job.name, schedule.id, scheduled_for, trigger, 1))
         status, error, completed, duration_ms = result.status, result.error, db.now(), result.duration_ms
-        finish = functools.partial(db.execute, "finish_run", id=run_id, status=status.value, completed_at=completed,
-                                   duration_ms=duration_ms)  # bound now: the retries must write this job's result
-        stored = retry_until_stored("recording a job's result", functools.partial(finish, error=error), stopping,
-                                    on_rejected=lambda exc, finish=finish: finish(
-                                        error=f"the job's error text was refused by the database ({exc}); "
-                                              "see this process's log"))
+        finish = functools.partial(
+            db.execute, "finish_run", id=run_id, status=status.value, completed_at=completed, duration_ms=duration_ms
+        )  # bound now: the retries must write this job's result
+        stored = retry_until_stored(
+            "recording a job's result",
+            functools.partial(finish, error=error),
+            stopping,
+            on_rejected=functools.partial(store_plain_error, finish),
+        )
         if not stored:
-            log.error("[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
-                      "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s", label, run_id,
-                      status.value)
+            log.error(
+                "[%s] run %s was no longer RUNNING: recovery failed it (this process lost the database for "
+                "longer than LOCK_TIMEOUT_MS), or an attempt whose answer was lost stored %s",
+                label,
+                run_id,
+                status.value,
+            )
         log_result(label, job.name, status.value, duration_ms, error, fields)
         if status is not RunStatus.COMPLETED:
             not_completed[job.name] = RunStatus.FAILED.value
             alerts.run_failed(db, schedule.id, job.name, run_id, error, trigger)
         outcome.runs.append(RunRecord(run_id, job.name, status, error))
-    log.info("[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped", label, schedule.id,
-             outcome.count(RunStatus.COMPLETED), outcome.count(RunStatus.FAILED), outcome.count(RunStatus.SKIPPED))
+    log.info(
+        "[%s] Schedule complete: %s: %d succeeded, %d failed, %d skipped",
+        label,
+        schedule.id,
+        outcome.count(RunStatus.COMPLETED),
+        outcome.count(RunStatus.FAILED),
+        outcome.count(RunStatus.SKIPPED),
+    )
     alerts.occurrence_finished(db, schedule.id, trigger, outcome.ok)
     pings.finished(schedule.ping_url, trigger, outcome.ok)
     return outcome
@@ -241,16 +319,31 @@ def insert_run_once(db: Database, row: dict[str, Any]) -> int:
     except DatabaseBusy:
         raise
     except Conflict:
-        found = db.fetch_one("find_run", schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-                             job_name=row["job_name"], trigger=row["trigger"], attempt=row["attempt"])
+        found = db.fetch_one(
+            "find_run",
+            schedule_id=row["schedule_id"],
+            scheduled_for=row["scheduled_for"],
+            job_name=row["job_name"],
+            trigger=row["trigger"],
+            attempt=row["attempt"],
+        )
         if found is None or (found["workerId"], found["createdAt"]) != (row["worker_id"], utc_ms(row["now"])):
             raise  # not this attempt's row: the unique key refused a second run of the occurrence
         return int(found["id"])
 
 
-def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, schedule: ScheduleDefinition,
-                scheduled_for: datetime, trigger: str, started: datetime, stopping: threading.Event,
-                label: str) -> Outcome:
+def run_claimed(
+    db: Database,
+    app: App,
+    pool: JobPool,
+    presence: Presence,
+    schedule: ScheduleDefinition,
+    scheduled_for: datetime,
+    trigger: str,
+    started: datetime,
+    stopping: threading.Event,
+    label: str,
+) -> Outcome:
     """Run an occurrence whose claim this process holds, then release the claim with its result."""
     presence.hold(schedule.id)
     outcome = Outcome()
@@ -258,20 +351,37 @@ def run_claimed(db: Database, app: App, pool: JobPool, presence: Presence, sched
         outcome = run_occurrence(db, app, pool, schedule, scheduled_for, trigger, presence.id, stopping, label)
     finally:
         presence.let_go(schedule.id)  # the lease is renewed only while the run is in progress
-        released = retry_until_stored("releasing the schedule", lambda: db.execute(
-            "release_schedule", id=schedule.id, owner=presence.id, last_run_at=started, now=db.now(),
-            # An empty outcome is an occurrence that broke off (run_occurrence raised): a failure, not a success.
-            succeeded=1 if outcome.ok and outcome.runs else 0, failed=0 if outcome.ok and outcome.runs else 1,
-        ), stopping)
+        released = retry_until_stored(
+            "releasing the schedule",
+            lambda: db.execute(
+                "release_schedule",
+                id=schedule.id,
+                owner=presence.id,
+                last_run_at=started,
+                now=db.now(),
+                # An empty outcome is an occurrence that broke off (run_occurrence raised): a failure, not a success.
+                succeeded=1 if outcome.ok and outcome.runs else 0,
+                failed=0 if outcome.ok and outcome.runs else 1,
+            ),
+            stopping,
+        )
         if not released:
             log.error("[%s] lock on %s had expired and was taken back before release", label, schedule.id)
     return outcome
 
 
-def run_now(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition, worker_type: str,
-            heartbeat_interval_s: float, stopping: threading.Event, label: str,
-            in_claim: Callable[[datetime], None] = lambda now: None) -> Outcome | None:
-    """"Run now": claim the schedule without moving nextRunAt, run its jobs supervised (trigger MANUAL), release.
+def run_now(
+    db: Database,
+    app: App,
+    pool: JobPool,
+    schedule: ScheduleDefinition,
+    worker_type: str,
+    heartbeat_interval_s: float,
+    stopping: threading.Event,
+    label: str,
+    in_claim: Callable[[datetime], None] = lambda now: None,
+) -> Outcome | None:
+    """ "Run now": claim the schedule without moving nextRunAt, run its jobs supervised (trigger MANUAL), release.
 
     `in_claim(now)` runs inside the claim's transaction (the admin's audit entry). None, and nothing
     run, when someone holds the schedule. Disabled schedules run too.
@@ -291,26 +401,59 @@ def run_now(db: Database, app: App, pool: JobPool, schedule: ScheduleDefinition,
         presence.stop(utcnow())
 
 
-def skipped_record(schedule_id: str, first: datetime, last: datetime, reason: str, worker_id: str,
-                   now: datetime) -> dict[str, Any]:
+def skipped_record(
+    schedule_id: str, first: datetime, last: datetime, reason: str, worker_id: str, now: datetime
+) -> dict[str, Any]:
     """The JobRun row that tells the history an occurrence (or a range of them) did not run."""
     span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
-    return {"job_name": WHOLE_OCCURRENCE, "trigger": "CRON", "schedule_id": schedule_id, "scheduled_for": first,
-            "batch_id": None, "attempt": 1, "status": RunStatus.SKIPPED.value, "worker_id": worker_id, "queued_at": None,
-            "started_at": None, "completed_at": now, "duration_ms": None, "error": f"skipped {span}: {reason}",
-            "now": now}
+    return {
+        "job_name": WHOLE_OCCURRENCE,
+        "trigger": "CRON",
+        "schedule_id": schedule_id,
+        "scheduled_for": first,
+        "batch_id": None,
+        "attempt": 1,
+        "status": RunStatus.SKIPPED.value,
+        "worker_id": worker_id,
+        "queued_at": None,
+        "started_at": None,
+        "completed_at": now,
+        "duration_ms": None,
+        "error": f"skipped {span}: {reason}",
+        "now": now,
+    }
 
 
-def enqueue_occurrence(db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime,
-                       trigger: str, now: datetime) -> str:
+def enqueue_occurrence(
+    db: Database, app: App, schedule: ScheduleDefinition, scheduled_for: datetime, trigger: str, now: datetime
+) -> str:
     """Insert the occurrence's jobs as QUEUED runs (inside the caller's transaction); returns the batch id."""
     jobs = app.jobs_for(schedule)
     batch_id = str(uuid.uuid4())
-    db.execute("insert_batch", id=batch_id, schedule_id=schedule.id, scheduled_for=scheduled_for, trigger=trigger,
-               jobs=len(jobs), now=now)
-    db.execute_many("insert_queued_run", [
-        {"job_name": job.name, "trigger": trigger, "schedule_id": schedule.id, "scheduled_for": scheduled_for,
-         "batch_id": batch_id, "attempt": 1, "now": now, "available_at": now, "blocked_by": len(job.depends_on)}
-        for job in jobs
-    ])
+    db.execute(
+        "insert_batch",
+        id=batch_id,
+        schedule_id=schedule.id,
+        scheduled_for=scheduled_for,
+        trigger=trigger,
+        jobs=len(jobs),
+        now=now,
+    )
+    db.execute_many(
+        "insert_queued_run",
+        [
+            {
+                "job_name": job.name,
+                "trigger": trigger,
+                "schedule_id": schedule.id,
+                "scheduled_for": scheduled_for,
+                "batch_id": batch_id,
+                "attempt": 1,
+                "now": now,
+                "available_at": now,
+                "blocked_by": len(job.depends_on),
+            }
+            for job in jobs
+        ],
+    )
     return batch_id

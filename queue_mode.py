@@ -24,7 +24,7 @@ from typing import Any
 import alerts
 import pings
 from db import Database, utc_ms
-from errors import Conflict, ConfigError, DatabaseUnavailable
+from errors import ConfigError, Conflict, DatabaseUnavailable
 from records import JobCall, JobPool, RunStatus
 from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App
@@ -40,8 +40,10 @@ def skip_locked_problem(version: str) -> str | None:
     needed, name = ((10, 6, 0), "MariaDB 10.6") if "mariadb" in version.lower() else ((8, 0, 1), "MySQL 8.0.1")
     if numbers >= needed:
         return None
-    return (f"EXECUTION_MODE=queue needs SELECT ... SKIP LOCKED, which server {version} lacks: "
-            f"use {name} or later, or EXECUTION_MODE=inline")
+    return (
+        f"EXECUTION_MODE=queue needs SELECT ... SKIP LOCKED, which server {version} lacks: "
+        f"use {name} or later, or EXECUTION_MODE=inline"
+    )
 
 
 def require_skip_locked(db: Database) -> None:
@@ -50,8 +52,16 @@ def require_skip_locked(db: Database) -> None:
         raise ConfigError(problem)
 
 
-def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: str | None, completed: datetime,
-               duration_ms: int | None, stopping: threading.Event | None = None) -> bool:
+def finish_run(
+    db: Database,
+    app: App,
+    run: dict[str, Any],
+    status: str,
+    error: str | None,
+    completed: datetime,
+    duration_ms: int | None,
+    stopping: threading.Event | None = None,
+) -> bool:
     """Record a queued run's end and what follows from it; False if someone else already finished it.
 
     With `stopping`, the occurrence's count on its schedule is retried until stored (or shutdown).
@@ -60,15 +70,22 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
     retried = status == "FAILED" and job is not None and run["attempt"] <= job.retries
     retry_after = timedelta(seconds=job.retry_backoff_s * 2 ** (run["attempt"] - 1)) if retried and job else None
     with db.transaction():
-        if db.execute("finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms,
-                      error=error) != 1:
+        if (
+            db.execute(
+                "finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms, error=error
+            )
+            != 1
+        ):
             if not landed_before(db, run, status, completed):
                 return False
             # An earlier attempt's COMMIT landed though its answer was lost: what it wrote in the transaction
             # is stored; what follows the transaction is not done yet. The batch was closed by that attempt
             # if its completedAt is our time (another finisher's would be its own).
-            log.warning("[worker] the connection dropped at COMMIT but run %s's result %s landed: completing what "
-                        "follows it", run["id"], status)
+            log.warning(
+                "[worker] the connection dropped at COMMIT but run %s's result %s landed: completing what follows it",
+                run["id"],
+                status,
+            )
             if retried:
                 return True
             batch = db.fetch_one("get_batch", id=run["batchId"])
@@ -83,32 +100,57 @@ def finish_run(db: Database, app: App, run: dict[str, Any], status: str, error: 
     # `batch` is set only for the finisher that completed it. The schedule's counters are updated outside
     # that transaction so that finishers of one schedule's many occurrences do not queue behind its row.
     if batch is not None and batch["scheduleId"] is not None:
+
         def count() -> None:
-            db.execute("count_occurrence", id=batch["scheduleId"], succeeded=0 if batch["failed"] else 1,
-                       failed=1 if batch["failed"] else 0, now=completed)
+            db.execute(
+                "count_occurrence",
+                id=batch["scheduleId"],
+                succeeded=0 if batch["failed"] else 1,
+                failed=1 if batch["failed"] else 0,
+                now=completed,
+            )
 
         try:
             retry_until_stored("counting an occurrence", count, stopping) if stopping else count()
         except RETRYABLE as exc:  # the run is recorded; only the schedule's counter misses one
-            log.error("[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc)
+            log.error(
+                "[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc
+            )
         alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
-        pings.finished(getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"])
+        pings.finished(
+            getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"]
+        )
     return True
 
 
-def record_consequences(db: Database, app: App, run: dict[str, Any], status: str, completed: datetime,
-                        retry_after: timedelta | None) -> dict[str, Any] | None:
+def record_consequences(
+    db: Database, app: App, run: dict[str, Any], status: str, completed: datetime, retry_after: timedelta | None
+) -> dict[str, Any] | None:
     """In finish_run's transaction: queue the retry, or unblock or skip the dependents and count the batch.
 
     Returns the batch if this finish completed it.
     """
     if retry_after is not None:
         backoff = retry_after
-        db.execute("insert_queued_run", job_name=run["jobName"], trigger=run["trigger"],
-                   schedule_id=run["scheduleId"], scheduled_for=run["scheduledFor"], batch_id=run["batchId"],
-                   attempt=run["attempt"] + 1, now=completed, available_at=completed + backoff, blocked_by=0)
-        log.warning("[worker] %s attempt %d failed; attempt %d queued in %gs", run["jobName"], run["attempt"],
-                    run["attempt"] + 1, backoff.total_seconds())
+        db.execute(
+            "insert_queued_run",
+            job_name=run["jobName"],
+            trigger=run["trigger"],
+            schedule_id=run["scheduleId"],
+            scheduled_for=run["scheduledFor"],
+            batch_id=run["batchId"],
+            attempt=run["attempt"] + 1,
+            now=completed,
+            available_at=completed + backoff,
+            blocked_by=0,
+        )
+        log.warning(
+            "[worker] %s attempt %d failed; attempt %d queued in %gs",
+            run["jobName"],
+            run["attempt"],
+            run["attempt"] + 1,
+            backoff.total_seconds(),
+        )
         return None
     finished, failed = 1, 0 if status == "COMPLETED" else 1
     if status == "COMPLETED":
@@ -116,14 +158,21 @@ def record_consequences(db: Database, app: App, run: dict[str, Any], status: str
             db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
     else:
         reason = f"not started: dependency {run['jobName']} FAILED"
-        if run["jobName"] not in app.registry.jobs:  # a job this worker's code lacks: which jobs depend on it is unknown too
-            skipped = db.execute("skip_blocked_in_batch", batch_id=run["batchId"], now=completed,
-                                 error=f"{reason} (unknown to the worker that took it, so every job of the "
-                                       "occurrence still waiting on a dependency is skipped)")
+        if (
+            run["jobName"] not in app.registry.jobs
+        ):  # a job this worker's code lacks: which jobs depend on it is unknown too
+            skipped = db.execute(
+                "skip_blocked_in_batch",
+                batch_id=run["batchId"],
+                now=completed,
+                error=f"{reason} (unknown to the worker that took it, so every job of the "
+                "occurrence still waiting on a dependency is skipped)",
+            )
             finished, failed = finished + skipped, failed + skipped
         for dependent in dependents_of(app, run["jobName"], transitive=True):
-            skipped = db.execute("skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason,
-                                 now=completed)
+            skipped = db.execute(
+                "skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason, now=completed
+            )
             finished, failed = finished + skipped, failed + skipped
     db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
     # Only the finisher that brought `remaining` to zero (the row stays locked until commit) sees it so.
@@ -156,7 +205,9 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
     """Finish, as failures (retried if the job allows), the runs of workers no longer alive."""
     recovered = 0
     for run in db.fetch_all("queued_runs_of_dead_workers"):
-        error = f"FAILED: the job worker {run['workerId']} running this job died (no heartbeat): killed, crashed or cut off"
+        error = (
+            f"FAILED: the job worker {run['workerId']} running this job died (no heartbeat): killed, crashed or cut off"
+        )
         if finish_run(db, app, run, "FAILED", error, now, None, stopping):
             recovered += 1
     if recovered:
@@ -167,8 +218,14 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
 class JobWorker:
     """Claims ready runs and executes them, back to back while there is work, else every poll interval."""
 
-    def __init__(self, db: Database, app: App, settings: Settings, stopping: threading.Event | None = None,
-                 pool: JobPool | None = None):
+    def __init__(
+        self,
+        db: Database,
+        app: App,
+        settings: Settings,
+        stopping: threading.Event | None = None,
+        pool: JobPool | None = None,
+    ):
         self.db = db
         self.app = app
         self.pool = pool or ChildPool(db, settings, settings.schedules_module, "worker")
@@ -187,13 +244,21 @@ class JobWorker:
     def start(self) -> None:
         require_skip_locked(self.db)
         self.presence.register()
-        log.info("[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval)
+        log.info(
+            "[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval
+        )
 
     def run_forever(self) -> None:
         """Run JOB_WORKER_CONCURRENCY loops (each claims one run at a time) until `stopping`."""
-        loops = [threading.Thread(target=run_loop, name=f"job-worker-{n}", daemon=True,
-                                  args=(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now))
-                 for n in range(1, self.concurrency)]
+        loops = [
+            threading.Thread(
+                target=run_loop,
+                name=f"job-worker-{n}",
+                daemon=True,
+                args=(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now),
+            )
+            for n in range(1, self.concurrency)
+        ]
         for loop in loops:
             loop.start()
         run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
@@ -236,8 +301,10 @@ class JobWorker:
             with self.in_hand_lock:  # read after the rows: a claim adds its run before committing
                 if run["id"] in self.in_hand:
                     continue
-            error = (f"FAILED: not run: worker {self.presence.id} claimed this job but lost track of the claim "
-                     "(the database's answer to it was lost)")
+            error = (
+                f"FAILED: not run: worker {self.presence.id} claimed this job but lost track of the claim "
+                "(the database's answer to it was lost)"
+            )
             if finish_run(self.db, self.app, run, RunStatus.FAILED.value, error, now, None, self.stopping):
                 lost += 1
         if lost:
@@ -256,7 +323,9 @@ class JobWorker:
                     with self.in_hand_lock:
                         self.in_hand.add(row["id"])
                     started = self.db.now()  # not `now`: the run may have become ready (and been selected) after it
-                    taken = self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1
+                    taken = (
+                        self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1
+                    )
                 if taken:
                     return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
                 self.let_go(row["id"])
@@ -281,8 +350,11 @@ class JobWorker:
             self.let_go(row["id"])
             raise
         if run is not None and run["status"] == RunStatus.RUNNING.value and run["workerId"] == self.presence.id:
-            log.warning("[worker] the connection dropped at COMMIT but the claim of run %s (%s) landed: running it",
-                        run["id"], run["jobName"])
+            log.warning(
+                "[worker] the connection dropped at COMMIT but the claim of run %s (%s) landed: running it",
+                run["id"],
+                run["jobName"],
+            )
             return run
         self.let_go(row["id"])
         return None
@@ -291,17 +363,42 @@ class JobWorker:
         job = self.app.registry.jobs.get(run["jobName"])
         error: str | None
         if job is None:
-            status, error, completed, duration_ms = RunStatus.FAILED.value, f"no job {run['jobName']!r} in this worker's code", self.db.now(), 0
+            status, error, completed, duration_ms = (
+                RunStatus.FAILED.value,
+                f"no job {run['jobName']!r} in this worker's code",
+                self.db.now(),
+                0,
+            )
         else:
-            result = self.pool.run(job, JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"],
-                                                run["attempt"]))
+            result = self.pool.run(
+                job,
+                JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"]),
+            )
             status, error, completed, duration_ms = result.status.value, result.error, self.db.now(), result.duration_ms
-        log_result("worker", run["jobName"], status, duration_ms, error,
-                   {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]})
-        stored = retry_until_stored("recording a job's result", lambda: finish_run(
-            self.db, self.app, run, status, error, completed, duration_ms, self.stopping), self.stopping,
-            on_rejected=lambda exc: finish_run(self.db, self.app, run, status, f"the job's error text was refused by "
-                                               f"the database ({exc}); see the worker's log", completed, duration_ms,
-                                               self.stopping))
+        log_result(
+            "worker",
+            run["jobName"],
+            status,
+            duration_ms,
+            error,
+            {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]},
+        )
+        stored = retry_until_stored(
+            "recording a job's result",
+            lambda: finish_run(self.db, self.app, run, status, error, completed, duration_ms, self.stopping),
+            self.stopping,
+            on_rejected=lambda exc: finish_run(
+                self.db,
+                self.app,
+                run,
+                status,
+                f"the job's error text was refused by the database ({exc}); see the worker's log",
+                completed,
+                duration_ms,
+                self.stopping,
+            ),
+        )
         if not stored:
-            log.error("[worker] run %s had already been failed by recovery; its result %s is not recorded", run["id"], status)
+            log.error(
+                "[worker] run %s had already been failed by recovery; its result %s is not recorded", run["id"], status
+            )

@@ -15,9 +15,10 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import alerts
 from db import CLOCK_TOLERANCE, Database
@@ -46,16 +47,24 @@ def sync_definitions(db: Database, app: App, now: datetime) -> SyncReport:
     with db.transaction():
         rows = {row["id"]: row for row in db.fetch_all("list_schedules")}
         created = [s for s in app.schedules.values() if s.id not in rows]
-        db.execute_many("insert_schedule", [
-            {"id": s.id, "name": s.name, "cron": s.cron, "timezone": s.timezone, "now": now} for s in created
-        ])
+        db.execute_many(
+            "insert_schedule",
+            [{"id": s.id, "name": s.name, "cron": s.cron, "timezone": s.timezone, "now": now} for s in created],
+        )
         changed = []
         for s in app.schedules.values():
             row = rows.get(s.id)
             if row is not None and (row["cron"], row["timezone"], row["name"]) != (s.cron, s.timezone, s.name):
                 changed.append(s.id)
-                db.execute("update_schedule_definition", id=s.id, name=s.name, cron=s.cron, timezone=s.timezone,
-                           next_run_at=s.next_after(now), now=now)
+                db.execute(
+                    "update_schedule_definition",
+                    id=s.id,
+                    name=s.name,
+                    cron=s.cron,
+                    timezone=s.timezone,
+                    next_run_at=s.next_after(now),
+                    now=now,
+                )
         orphaned = sorted(set(rows) - set(app.schedules))
         for schedule_id in orphaned:
             db.execute("unschedule", id=schedule_id, now=now)
@@ -82,8 +91,14 @@ class Presence:
     def register(self, now: datetime | None = None) -> None:
         """Insert the WorkerInstance row (at the database's time unless `now` is given) and start beating."""
         self.check_clock()
-        self.db.insert("register_worker", id=self.id, worker_type=self.worker_type,
-                       hostname=socket.gethostname()[:255], pid=os.getpid(), now=now or self.db.now())
+        self.db.insert(
+            "register_worker",
+            id=self.id,
+            worker_type=self.worker_type,
+            hostname=socket.gethostname()[:255],
+            pid=os.getpid(),
+            now=now or self.db.now(),
+        )
         self.registered = True
         self._thread.start()
 
@@ -109,9 +124,12 @@ class Presence:
         offset = self.db.measure_clock()
         skewed = abs(offset) > CLOCK_TOLERANCE
         if skewed and not self.clock_skewed:
-            log.warning("[%s] this host's clock is %+.3fs off the database server's: from now on leases, heartbeats "
-                        "and run times follow the database's clock; keep every host in sync with NTP", self.worker_type,
-                        -offset.total_seconds())
+            log.warning(
+                "[%s] this host's clock is %+.3fs off the database server's: from now on leases, heartbeats "
+                "and run times follow the database's clock; keep every host in sync with NTP",
+                self.worker_type,
+                -offset.total_seconds(),
+            )
         elif self.clock_skewed and not skewed:
             log.info("[%s] this host's clock agrees with the database server's again", self.worker_type)
         self.clock_skewed = skewed
@@ -136,8 +154,12 @@ class Presence:
         self.db.close()
 
 
-def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Event,
-                       on_rejected: Callable[[ValueRejected], Any] | None = None) -> Any:
+def retry_until_stored(
+    what: str,
+    fn: Callable[[], Any],
+    stopping: threading.Event,
+    on_rejected: Callable[[ValueRejected], Any] | None = None,
+) -> Any:
     """Call fn until the database takes it, backing off up to 30 s; give up only at shutdown.
 
     Used for writes that must not be lost (a run's outcome, a lock's release): without them a run
@@ -166,8 +188,14 @@ def retry_until_stored(what: str, fn: Callable[[], Any], stopping: threading.Eve
             delay = min(delay * 2, 30.0)
 
 
-def run_loop(step: Callable[[datetime], bool], pause: Callable[[], float], stopping: threading.Event, label: str,
-             clock: Callable[[], datetime] = utcnow, wake: threading.Event | None = None) -> None:
+def run_loop(
+    step: Callable[[datetime], bool],
+    pause: Callable[[], float],
+    stopping: threading.Event,
+    label: str,
+    clock: Callable[[], datetime] = utcnow,
+    wake: threading.Event | None = None,
+) -> None:
     """Until `stopping`: call step(clock()) while it did work, then sleep pause() seconds or until `wake` is set.
 
     A database outage or a bug in a step is logged and retried with backoff (up to 60 s): the
@@ -211,20 +239,29 @@ def until_database_answers(what: str, fn: Callable[[], Any], stopping: threading
             raise SystemExit(f"error: [{label}] {what} failed and retrying cannot fix it: {exc}") from exc
 
 
-def log_result(label: str, job_name: str, status: str, duration_ms: int, error: str | None,
-               fields: dict[str, Any] | None = None) -> None:
+def log_result(
+    label: str, job_name: str, status: str, duration_ms: int, error: str | None, fields: dict[str, Any] | None = None
+) -> None:
     if status == "COMPLETED":
         log.info("[%s] OK %s completed in %d ms", label, job_name, duration_ms, extra=fields)
     else:
-        log.error("[%s] FAILED %s after %d ms: %s", label, job_name, duration_ms, (error or "").strip().splitlines()[-1],
-                  extra=fields)
+        log.error(
+            "[%s] FAILED %s after %d ms: %s",
+            label,
+            job_name,
+            duration_ms,
+            (error or "").strip().splitlines()[-1],
+            extra=fields,
+        )
 
 
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
     """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks."""
     dead_before = now - lock_timeout
-    error = ("FAILED: the daemon or worker running this job died (no heartbeat for "
-             f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)")
+    error = (
+        "FAILED: the daemon or worker running this job died (no heartbeat for "
+        f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)"
+    )
     with db.transaction():
         if db.execute("mark_dead_workers", dead_before=dead_before):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
@@ -235,5 +272,9 @@ def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
     for row in db.fetch_all("expired_locks", expired_before=dead_before):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
-            log.warning("[recovery] freed the lock on %s held by %s since %s (lease expired)",
-                        row["id"], row["lockedBy"], row["lockedAt"].isoformat())
+            log.warning(
+                "[recovery] freed the lock on %s held by %s since %s (lease expired)",
+                row["id"],
+                row["lockedBy"],
+                row["lockedAt"].isoformat(),
+            )

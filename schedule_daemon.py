@@ -29,11 +29,11 @@ import cron
 import pings
 from db import Database
 from errors import DatabaseUnavailable, ScheduleJobsError, quoted
+from health import check_health
 from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
 from queue_mode import JobWorker, recover_queued_runs
 from records import JobPool
 from runner import Presence, recover, retry_until_stored, run_loop, sync_definitions, until_database_answers, utcnow
-from health import check_health
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
 from supervisor import ChildPool
@@ -67,8 +67,10 @@ class ScheduleDaemon:
         self.stalled = False  # the last pass saw due schedules and moved none of them
         # Inline or queue is decided here, once; the loop only talks to the executor.
         self.executor: InlineExecutor | QueueExecutor = (
-            QueueExecutor(db, app) if settings.execution_mode == "queue"
-            else InlineExecutor(db, app, settings, self.presence, self.stopping, self.wake, pool))
+            QueueExecutor(db, app)
+            if settings.execution_mode == "queue"
+            else InlineExecutor(db, app, settings, self.presence, self.stopping, self.wake, pool)
+        )
 
     # -- start and stop ------------------------------------------------------------------------------
 
@@ -79,15 +81,21 @@ class ScheduleDaemon:
         alerts.start(self.db, self.settings, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
         log.info("[daemon] Schedule daemon started (%d database statements so far)", self.db.statements_issued)
-        log.info("[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
-                 "it is skipped and recorded; the next run waits for the next interval)", "/".join(sorted(policies)))
+        log.info(
+            "[daemon] Missed Run Policy: %s (SKIP: if no daemon was running when a run fell due, "
+            "it is skipped and recorded; the next run waits for the next interval)",
+            "/".join(sorted(policies)),
+        )
         log.info("[daemon] Loaded %d schedule definitions from code", len(self.app.schedules))
         for warning in schedule_warnings(list(self.app.schedules.values())):
             log.warning("[daemon] %s", warning)
         log.info("[daemon] Execution mode: %s", self.executor.description)
-        log.info("[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
-                 self.poll_interval.total_seconds(), self.heartbeat_interval.total_seconds(),
-                 self.lock_timeout.total_seconds())
+        log.info(
+            "[daemon] Polling every %gs (heartbeat every %gs, lock timeout %gs)",
+            self.poll_interval.total_seconds(),
+            self.heartbeat_interval.total_seconds(),
+            self.lock_timeout.total_seconds(),
+        )
         self.executor.warm()
 
     def _start_once(self) -> None:
@@ -97,21 +105,32 @@ class ScheduleDaemon:
             self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
         report = sync_definitions(self.db, self.app, self.db.now())
-        log.info("[daemon] Synced %d schedule definitions from code (%d new, %d changed, %d not in code)",
-                 len(self.app.schedules), len(report.created), len(report.changed), len(report.orphaned))
+        log.info(
+            "[daemon] Synced %d schedule definitions from code (%d new, %d changed, %d not in code)",
+            len(self.app.schedules),
+            len(report.created),
+            len(report.changed),
+            len(report.orphaned),
+        )
 
     def stop(self) -> None:
         self.executor.close()
         alerts.stop()
         pings.flush()
         self.presence.stop(self.db.now())
-        log.info("[daemon] Schedule daemon %s stopped (%d database statements issued)", self.presence.id,
-                 self.db.statements_issued)
+        log.info(
+            "[daemon] Schedule daemon %s stopped (%d database statements issued)",
+            self.presence.id,
+            self.db.statements_issued,
+        )
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         """Signal handler: finish the job in hand, release, mark STOPPED, exit."""
-        log.info("[daemon] %s received: no new occurrences; running jobs get SHUTDOWN_GRACE_S (%ds) to finish",
-                 signal.Signals(signum).name, self.settings.shutdown_grace_s)
+        log.info(
+            "[daemon] %s received: no new occurrences; running jobs get SHUTDOWN_GRACE_S (%ds) to finish",
+            signal.Signals(signum).name,
+            self.settings.shutdown_grace_s,
+        )
         self.stopping.set()
         self.wake.set()
         self.executor.end_runs_after_grace()
@@ -125,7 +144,9 @@ class ScheduleDaemon:
         sleep = self.seconds_until_next_pass(self.db.now())
         if self.stalled:  # whatever keeps them from being claimed, do not spin on them
             sleep = max(sleep, min(STALLED_PAUSE_S, self.poll_interval.total_seconds()))
-        log.debug("[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep, self.db.statements_issued)
+        log.debug(
+            "[daemon] pass done; sleeping %.3fs (%d database statements so far)", sleep, self.db.statements_issued
+        )
         return sleep
 
     def run_once(self) -> None:
@@ -162,8 +183,11 @@ class ScheduleDaemon:
             schedule = self.app.schedules.get(row["id"])
             if schedule is None:  # a row from a newer release's code; that release's daemons run it
                 moved += self.db.execute("unschedule", id=row["id"], now=now)
-            elif (schedule.missed_run_policy == "SKIP" and row["nextRunAt"] <= tick
-                  and self.missed(schedule, row["nextRunAt"], tick, lifetimes)):
+            elif (
+                schedule.missed_run_policy == "SKIP"
+                and row["nextRunAt"] <= tick
+                and self.missed(schedule, row["nextRunAt"], tick, lifetimes)
+            ):
                 to_skip.append((schedule, row["nextRunAt"]))
             else:
                 to_run.append((schedule, row["nextRunAt"]))
@@ -180,7 +204,9 @@ class ScheduleDaemon:
         self.stalled = not moved
         return bool(moved)
 
-    def missed(self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]) -> bool:
+    def missed(
+        self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]
+    ) -> bool:
         """Did the latest occurrence due by `now` fall due while no daemon was alive?"""
         latest = max(due, schedule.latest_at_or_before(now))
         return not alive_at(lifetimes, latest, self.liveness_margin)
@@ -194,15 +220,28 @@ class ScheduleDaemon:
             for schedule, due in schedules:
                 next_run_at = schedule.next_after(now)
                 if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) == 1:
-                    skipped.append(skipped_record(schedule.id, due, max(due, schedule.latest_at_or_before(now)),
-                                                  "no schedule daemon was running (missed-run policy SKIP)",
-                                                  self.presence.id, now))
+                    skipped.append(
+                        skipped_record(
+                            schedule.id,
+                            due,
+                            max(due, schedule.latest_at_or_before(now)),
+                            "no schedule daemon was running (missed-run policy SKIP)",
+                            self.presence.id,
+                            now,
+                        )
+                    )
             self.db.execute_many("insert_skip_record", skipped)
             alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
-            names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-            log.warning("[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
-                        "(missed-run policy SKIP; recorded in their history): %s", len(skipped), names)
+            names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            log.warning(
+                "[daemon] Skipped the occurrences of %d schedules that fell due while no daemon was running "
+                "(missed-run policy SKIP; recorded in their history): %s",
+                len(skipped),
+                names,
+            )
         return len(skipped)
 
     def skip_overlaps(self, now: datetime) -> None:
@@ -216,14 +255,31 @@ class ScheduleDaemon:
                 continue
             latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
             with self.db.transaction():
-                if self.db.execute("skip_while_locked", id=schedule.id, due=row["nextRunAt"],
-                                   next_run_at=schedule.next_after(now), now=now) == 1:
-                    skip = skipped_record(schedule.id, row["nextRunAt"], latest,
-                                          "previous run still running (overlap policy SKIP)", self.presence.id, now)
+                if (
+                    self.db.execute(
+                        "skip_while_locked",
+                        id=schedule.id,
+                        due=row["nextRunAt"],
+                        next_run_at=schedule.next_after(now),
+                        now=now,
+                    )
+                    == 1
+                ):
+                    skip = skipped_record(
+                        schedule.id,
+                        row["nextRunAt"],
+                        latest,
+                        "previous run still running (overlap policy SKIP)",
+                        self.presence.id,
+                        now,
+                    )
                     self.db.execute("insert_skip_record", **skip)
                     alerts.occurrences_missed(self.db, [skip])
-                    log.warning("[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
-                                schedule.id, latest.isoformat())
+                    log.warning(
+                        "[daemon] %s: occurrence %s skipped: previous run still running (overlap policy SKIP)",
+                        schedule.id,
+                        latest.isoformat(),
+                    )
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
@@ -234,8 +290,9 @@ class ScheduleDaemon:
             if schedule is not None:
                 self.db.execute("schedule_first_run", id=schedule.id, next_run_at=schedule.next_after(now), now=now)
 
-    def process_due(self, schedule: ScheduleDefinition, due: datetime, now: datetime,
-                    lifetimes: list[dict[str, Any]]) -> bool:
+    def process_due(
+        self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]
+    ) -> bool:
         """Claim the latest due occurrence and hand it to the executor (run here, or queued); False if not ours.
 
         Earlier occurrences still pending (the daemon was down, or busy past the next one) are not
@@ -254,19 +311,32 @@ class ScheduleDaemon:
                     if not self.executor.claim(schedule, due, schedule.next_after(now), now):
                         return False  # claimed, skipped or disabled by someone else since we read it
                     if latest > due:
-                        reason = ("coalesced into the catch-up run of " if missed
-                                  else "the daemon was late; coalesced into the run of ")
-                        coalesced = skipped_record(schedule.id, due, schedule_previous(schedule, latest),
-                                                   reason + latest.isoformat(), self.presence.id, now)
+                        reason = (
+                            "coalesced into the catch-up run of "
+                            if missed
+                            else "the daemon was late; coalesced into the run of "
+                        )
+                        coalesced = skipped_record(
+                            schedule.id,
+                            due,
+                            schedule_previous(schedule, latest),
+                            reason + latest.isoformat(),
+                            self.presence.id,
+                            now,
+                        )
                         self.db.execute("insert_skip_record", **coalesced)
                         alerts.occurrences_missed(self.db, [coalesced])
                     batch_id = self.executor.within_claim(schedule, latest, now)
             except DatabaseUnavailable as exc:
-                if not retry_until_stored("reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id),
-                                          self.stopping):
+                if not retry_until_stored(
+                    "reading back a claim", lambda: self.executor.claim_landed(schedule, batch_id), self.stopping
+                ):
                     raise
-                log.warning("[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going "
-                            "on; %s", schedule.id, exc)
+                log.warning(
+                    "[daemon] the connection dropped at COMMIT but the claim of %s landed (read back): going on; %s",
+                    schedule.id,
+                    exc,
+                )
             self.executor.start(schedule, latest, now)
             started = True
             return True
@@ -297,14 +367,18 @@ def check(app: App, now: datetime) -> None:
     """--check: print every schedule of this environment with its next three runs, and warnings on stderr."""
     for warning in schedule_warnings(list(app.schedules.values())):
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{len(app.schedules)} schedules valid for APP_ENV={app.environment}, "
-          f"{len(app.registry.jobs)} jobs in {len(app.registry.groups)} groups")
+    print(
+        f"{len(app.schedules)} schedules valid for APP_ENV={app.environment}, "
+        f"{len(app.registry.jobs)} jobs in {len(app.registry.groups)} groups"
+    )
     for s in app.schedules.values():
         jobs = ", ".join(j.name for j in app.jobs_for(s))
         runs = ", ".join(t.isoformat() for t in cron.upcoming(s.cron, s.timezone, now, 3))
-        print(f"- {s.id}: {s.cron!r} in {s.timezone}, {s.execution_mode}"
-              f"{' ' + s.job_group if s.job_group else ''}, missed runs {s.missed_run_policy}\n"
-              f"    jobs: {jobs}\n    next: {runs}")
+        print(
+            f"- {s.id}: {s.cron!r} in {s.timezone}, {s.execution_mode}"
+            f"{' ' + s.job_group if s.job_group else ''}, missed runs {s.missed_run_policy}\n"
+            f"    jobs: {jobs}\n    next: {runs}"
+        )
 
 
 def report_health(db: Database, settings: Settings) -> int:
@@ -337,17 +411,24 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
     """--worker: a standalone job worker until SIGTERM/SIGINT (it finishes the job in hand)."""
     worker = JobWorker(db, app, settings)
     if settings.execution_mode != "queue":
-        log.warning("[worker] EXECUTION_MODE is %s: daemons run jobs themselves and queue nothing; "
-                    "set EXECUTION_MODE=queue on the daemons for this worker to have work", settings.execution_mode)
+        log.warning(
+            "[worker] EXECUTION_MODE is %s: daemons run jobs themselves and queue nothing; "
+            "set EXECUTION_MODE=queue on the daemons for this worker to have work",
+            settings.execution_mode,
+        )
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("[worker] %s received: the job in hand gets SHUTDOWN_GRACE_S (%ds), then stopping",
-                 signal.Signals(signum).name, settings.shutdown_grace_s)
+        log.info(
+            "[worker] %s received: the job in hand gets SHUTDOWN_GRACE_S (%ds), then stopping",
+            signal.Signals(signum).name,
+            settings.shutdown_grace_s,
+        )
         worker.stopping.set()
         worker.pool.end_runs_after_grace()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+
     def start() -> None:
         db.migrate()
         worker.start()
@@ -364,15 +445,21 @@ def run_schedule_now(db: Database, app: App, settings: Settings, schedule_id: st
     """--run ID: "Run now" without a server (the same claim, supervised, trigger MANUAL); exit 0 if all completed."""
     schedule = app.schedules.get(schedule_id)
     if schedule is None:
-        print(f"error: no schedule {schedule_id!r} in {settings.schedules_module} for APP_ENV={app.environment} "
-              f"(schedules: {', '.join(app.schedules) or 'none'})", file=sys.stderr)
+        print(
+            f"error: no schedule {schedule_id!r} in {settings.schedules_module} for APP_ENV={app.environment} "
+            f"(schedules: {', '.join(app.schedules) or 'none'})",
+            file=sys.stderr,
+        )
         return 1
     stopping = threading.Event()
     pool = ChildPool(db, settings, settings.schedules_module, "run")
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("[run] %s received: the rest of the run is skipped; its job gets SHUTDOWN_GRACE_S (%ds)",
-                 signal.Signals(signum).name, settings.shutdown_grace_s)
+        log.info(
+            "[run] %s received: the rest of the run is skipped; its job gets SHUTDOWN_GRACE_S (%ds)",
+            signal.Signals(signum).name,
+            settings.shutdown_grace_s,
+        )
         stopping.set()
         pool.end_runs_after_grace()
 
@@ -386,13 +473,17 @@ def run_schedule_now(db: Database, app: App, settings: Settings, schedule_id: st
         pool.close()
     if outcome is None:
         holder = db.fetch_one("get_schedule", id=schedule_id) or {}
-        print(f"error: schedule {schedule_id!r} is running now (held by {holder.get('lockedBy')}); try again when it ends",
-              file=sys.stderr)
+        print(
+            f"error: schedule {schedule_id!r} is running now (held by {holder.get('lockedBy')}); try again when it ends",
+            file=sys.stderr,
+        )
         return 1
     for run in outcome.runs:
         row = db.fetch_one("get_run", id=run.id) or {}
-        print(f"run {run.id} {run.job_name}: {run.status.value} in {row.get('durationMs') or 0} ms"
-              + (f": {run.error.strip().splitlines()[-1]}" if run.error else ""))
+        print(
+            f"run {run.id} {run.job_name}: {run.status.value} in {row.get('durationMs') or 0} ms"
+            + (f": {run.error.strip().splitlines()[-1]}" if run.error else "")
+        )
         for line in db.fetch_all("list_logs", run_id=run.id):
             print(f"    {line['createdAt'].isoformat()} {line['level']} {line['message']}")
     return 0 if outcome.ok else 1
@@ -405,8 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="validate definitions, print next runs, exit")
     mode.add_argument("--worker", action="store_true", help="run a job worker (EXECUTION_MODE=queue) instead")
     mode.add_argument("--health", action="store_true", help="check the system's health: exit 0 healthy, 1 not")
-    mode.add_argument("--run", metavar="SCHEDULE_ID", help="run one schedule now (as \"Run now\"), print its runs, "
-                                                           "exit 0 if all completed, 1 otherwise")
+    mode.add_argument(
+        "--run",
+        metavar="SCHEDULE_ID",
+        help='run one schedule now (as "Run now"), print its runs, exit 0 if all completed, 1 otherwise',
+    )
     args = parser.parse_args(argv)
     configure_logging()
     try:

@@ -28,17 +28,17 @@ NAME_MAX = 200  # JobSchedule.name is VARCHAR(200): MySQL refuses longer where S
 
 @dataclass(frozen=True)
 class ScheduleDefinition:
-    id: str                                  # database key; letters, digits, '-', '_' and '.', at most 50
+    id: str  # database key; letters, digits, '-', '_' and '.', at most 50
     name: str
     description: str
-    cron: str                                # 5 fields, 6 with seconds last, or a nickname such as "@daily"
-    timezone: str = "UTC"                    # IANA name the cron is read in
-    execution_mode: str = "ALL_JOBS"         # 'ALL_JOBS' | 'GROUP'
-    job_group: str | None = None             # required for GROUP
+    cron: str  # 5 fields, 6 with seconds last, or a nickname such as "@daily"
+    timezone: str = "UTC"  # IANA name the cron is read in
+    execution_mode: str = "ALL_JOBS"  # 'ALL_JOBS' | 'GROUP'
+    job_group: str | None = None  # required for GROUP
     environments: tuple[str, ...] | None = None  # None: every environment
-    missed_run_policy: str = "SKIP"          # 'SKIP' | 'RUN_ONCE'
-    overlap_policy: str = "BUFFER_ONE"       # due while still running: 'BUFFER_ONE' runs it after, 'SKIP' records it skipped
-    ping_url: str | None = None              # healthchecks-style: GET /start, (success), /fail per cron occurrence
+    missed_run_policy: str = "SKIP"  # 'SKIP' | 'RUN_ONCE'
+    overlap_policy: str = "BUFFER_ONE"  # due while still running: 'BUFFER_ONE' runs it after, 'SKIP' records it skipped
+    ping_url: str | None = None  # healthchecks-style: GET /start, (success), /fail per cron occurrence
 
     def next_after(self, after: datetime) -> datetime:
         return cron.next_after(self.cron, self.timezone, after)
@@ -74,27 +74,39 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
             problems.append(f"{where}: field 'id': defined twice")
         seen.add(s.id)
         if not isinstance(s.name, str) or not s.name.strip() or len(s.name) > NAME_MAX:
-            problems.append(f"{where}: field 'name': use 1 to {NAME_MAX} characters"
-                            + (f" (this one has {len(s.name)})" if isinstance(s.name, str) and s.name.strip() else ""))
+            problems.append(
+                f"{where}: field 'name': use 1 to {NAME_MAX} characters"
+                + (f" (this one has {len(s.name)})" if isinstance(s.name, str) and s.name.strip() else "")
+            )
         for field_name, check in (("cron", cron.cron_problem), ("timezone", cron.zone_problem)):
             value = getattr(s, field_name)
             problem = check(value) if isinstance(value, str) else f"must be a string, got {type(value).__name__}"
             if problem is not None:
                 problems.append(f"{where}: field {field_name!r}: {problem}")
         if s.execution_mode not in EXECUTION_MODES:
-            problems.append(f"{where}: field 'execution_mode': {s.execution_mode!r} is not one of {', '.join(EXECUTION_MODES)}")
+            problems.append(
+                f"{where}: field 'execution_mode': {s.execution_mode!r} is not one of {', '.join(EXECUTION_MODES)}"
+            )
         elif s.execution_mode == "GROUP" and not s.job_group:
             problems.append(f"{where}: field 'job_group': required when execution_mode is 'GROUP'")
         elif s.execution_mode == "GROUP" and s.job_group not in registry.groups:
-            problems.append(f"{where}: field 'job_group': no job belongs to group {s.job_group!r} "
-                            f"(groups: {', '.join(sorted(registry.groups)) or 'none'})")
+            problems.append(
+                f"{where}: field 'job_group': no job belongs to group {s.job_group!r} "
+                f"(groups: {', '.join(sorted(registry.groups)) or 'none'})"
+            )
         for env in s.environments or ():
             if env not in ENVIRONMENTS:
-                problems.append(f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})")
+                problems.append(
+                    f"{where}: field 'environments': unknown environment {env!r} (use {', '.join(ENVIRONMENTS)})"
+                )
         if s.overlap_policy not in OVERLAP_POLICIES:
-            problems.append(f"{where}: field 'overlap_policy': {s.overlap_policy!r} is not one of {', '.join(OVERLAP_POLICIES)}")
+            problems.append(
+                f"{where}: field 'overlap_policy': {s.overlap_policy!r} is not one of {', '.join(OVERLAP_POLICIES)}"
+            )
         if s.missed_run_policy not in MISSED_RUN_POLICIES:
-            problems.append(f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}")
+            problems.append(
+                f"{where}: field 'missed_run_policy': {s.missed_run_policy!r} is not one of {', '.join(MISSED_RUN_POLICIES)}"
+            )
         if s.ping_url is not None and (not isinstance(s.ping_url, str) or url_problem(s.ping_url)):
             problem = url_problem(s.ping_url) if isinstance(s.ping_url, str) else "is not a string"
             problems.append(f"{where}: field 'ping_url': {problem}")
@@ -103,8 +115,11 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
 
 def schedule_warnings(schedules: list[ScheduleDefinition]) -> list[str]:
     """Valid definitions that are probably not what was meant, one line each, naming the schedule and field."""
-    return [f"schedule {quoted(s.id)}: field 'cron': {warning}"
-            for s in schedules if (warning := cron.seconds_last_warning(s.cron)) is not None]
+    return [
+        f"schedule {quoted(s.id)}: field 'cron': {warning}"
+        for s in schedules
+        if (warning := cron.seconds_last_warning(s.cron)) is not None
+    ]
 
 
 def where_raised(exc: Exception) -> str:

@@ -202,8 +202,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line (LOG_FORMAT=json): time, level, message, and the LOG_FIELDS a call gave."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         line.update({name: getattr(record, name) for name in LOG_FIELDS if getattr(record, name, None) is not None})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

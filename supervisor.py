@@ -37,13 +37,14 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Final
+from typing import Any, Final
 
+import jobs
 from db import Database
 from errors import ScheduleJobsError
-import jobs
 from jobs import Job, JobContext, JobRegistry
 from records import JobCall, JobResult, LogLine, RunStatus
 from settings import Settings
@@ -51,9 +52,9 @@ from settings import Settings
 log = logging.getLogger("supervisor")
 
 START_METHOD: Final = "forkserver"
-FLUSH_EVERY_S = 1.0     # stored log lines lag their job by at most this much
-FLUSH_LINES = 500       # ... or by this many lines
-IDLE_MARGIN_S = 5.0     # a child outlives its idle time by this much, so the pool ends it first (no race)
+FLUSH_EVERY_S = 1.0  # stored log lines lag their job by at most this much
+FLUSH_LINES = 500  # ... or by this many lines
+IDLE_MARGIN_S = 5.0  # a child outlives its idle time by this much, so the pool ends it first (no race)
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -77,8 +78,14 @@ class Child:
 class ChildPool:
     """Runs jobs in reused children; any number of threads may call run() at once (one child each)."""
 
-    def __init__(self, db: Database, settings: Settings, app_module: str, label: str = "daemon",
-                 hard_stop: threading.Event | None = None):
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        app_module: str,
+        label: str = "daemon",
+        hard_stop: threading.Event | None = None,
+    ):
         self.db = db
         self.settings = settings
         self.app_module = app_module
@@ -187,9 +194,17 @@ class ChildPool:
     def _start(self) -> Child:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
-            target=child_main, name="job-child",
-            args=(child_conn, self._alive_r, self.app_module, self.settings.database_url,
-                  self.settings.job_child_idle_s + IDLE_MARGIN_S, logging.getLogger().level, dict(os.environ)),
+            target=child_main,
+            name="job-child",
+            args=(
+                child_conn,
+                self._alive_r,
+                self.app_module,
+                self.settings.database_url,
+                self.settings.job_child_idle_s + IDLE_MARGIN_S,
+                logging.getLogger().level,
+                dict(os.environ),
+            ),
         )
         with self._starting:
             process.start()
@@ -203,8 +218,12 @@ class ChildPool:
     def _release(self, child: Child) -> None:
         child.runs += 1
         if child.runs >= self.settings.job_max_runs_per_child:
-            log.info("[%s] job child %s recycled after %d runs (JOB_MAX_RUNS_PER_CHILD)", self.label,
-                     child.process.pid, child.runs)
+            log.info(
+                "[%s] job child %s recycled after %d runs (JOB_MAX_RUNS_PER_CHILD)",
+                self.label,
+                child.process.pid,
+                child.runs,
+            )
             self._discard(child)
             return
         self._park(child)
@@ -235,7 +254,9 @@ class ChildPool:
                 self._forget(child)
             empty = not self._all
             self._trim_timer = None
-            if self._idle and len(self._idle) == len(self._all):  # parked since the timer was armed: not idle long enough yet
+            if self._idle and len(self._idle) == len(
+                self._all
+            ):  # parked since the timer was armed: not idle long enough yet
                 self._arm_trim(min(c.idle_since for c in self._idle) + self.settings.job_child_idle_s + 1 - now)
             if empty:
                 with self._starting:  # not while a child is being started through it
@@ -258,8 +279,12 @@ class ChildPool:
         child.process.terminate()
         child.process.join(self.settings.job_kill_grace_s)
         if child.process.is_alive():
-            log.warning("[%s] job child %s ignored SIGTERM for %ds: SIGKILL", self.label, child.process.pid,
-                        self.settings.job_kill_grace_s)
+            log.warning(
+                "[%s] job child %s ignored SIGTERM for %ds: SIGKILL",
+                self.label,
+                child.process.pid,
+                self.settings.job_kill_grace_s,
+            )
             child.process.kill()
             child.process.join()
 
@@ -312,8 +337,9 @@ class LogSink:
         log.log(logging.getLevelName(level), "[job] %s (run %s): %s", self.call.job_name, self.call.run_id, message)
         if not self.pending:
             self.first_pending = time.monotonic()
-        self.pending.append({"run_id": self.call.run_id, "created_at": line.created_at, "level": level,
-                             "message": message})
+        self.pending.append(
+            {"run_id": self.call.run_id, "created_at": line.created_at, "level": level, "message": message}
+        )
         if len(self.pending) >= FLUSH_LINES:
             self.flush()
 
@@ -323,10 +349,14 @@ class LogSink:
 
     def close(self) -> None:
         if self.dropped:
-            note = (f"... {self.dropped} more bytes of output dropped: a run keeps at most "
-                    f"{self.max_bytes} bytes of log lines (JOB_LOG_MAX_BYTES)")
+            note = (
+                f"... {self.dropped} more bytes of output dropped: a run keeps at most "
+                f"{self.max_bytes} bytes of log lines (JOB_LOG_MAX_BYTES)"
+            )
             log.warning("[job] %s (run %s): %s", self.call.job_name, self.call.run_id, note)
-            self.pending.append({"run_id": self.call.run_id, "created_at": utcnow(), "level": "WARNING", "message": note})
+            self.pending.append(
+                {"run_id": self.call.run_id, "created_at": utcnow(), "level": "WARNING", "message": note}
+            )
         self.flush()
 
     def flush(self) -> None:
@@ -340,8 +370,9 @@ class LogSink:
 # -- the child's side -----------------------------------------------------------------------------
 
 
-def child_main(conn: Any, alive: Any, app_module: str, database_url: str, idle_s: float, log_level: int,
-               environ: dict[str, str]) -> None:
+def child_main(
+    conn: Any, alive: Any, app_module: str, database_url: str, idle_s: float, log_level: int, environ: dict[str, str]
+) -> None:
     """A child's life: run the calls the supervisor sends, one at a time, until idle, orphaned or told to end."""
     # The supervisor's environment now, not the fork server's (a copy from when the first job started).
     os.environ.clear()
@@ -371,8 +402,9 @@ def execute_in_child(conn: Any, registry: JobRegistry, db: Database, call: JobCa
     job = registry.jobs.get(call.job_name)
     if job is None:
         return ("done", RunStatus.FAILED.value, f"no job {call.job_name!r} in this process's code")
-    ctx = JobContext(call.run_id, call.job_name, call.schedule_id, call.scheduled_for, call.trigger, call.attempt,
-                     db, emit)
+    ctx = JobContext(
+        call.run_id, call.job_name, call.schedule_id, call.scheduled_for, call.trigger, call.attempt, db, emit
+    )
     stdout, stderr = LineWriter(emit, "INFO"), LineWriter(emit, "WARNING")
     handler = EmitHandler(emit)
     saved = sys.stdout, sys.stderr

@@ -24,7 +24,13 @@ def noop(ctx):
 
 
 schedules = [
-    ScheduleDefinition(f"bench-{i}", f"Bench {i}", "no-op", CRON if CRON != "spread" else f"{i % 60} {i // 60 % 24} * * *",
-                       execution_mode="GROUP", job_group="bench")
+    ScheduleDefinition(
+        f"bench-{i}",
+        f"Bench {i}",
+        "no-op",
+        CRON if CRON != "spread" else f"{i % 60} {i // 60 % 24} * * *",
+        execution_mode="GROUP",
+        job_group="bench",
+    )
     for i in range(COUNT)
 ]

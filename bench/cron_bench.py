@@ -47,8 +47,12 @@ def per_call_us(calls: list[tuple[str, str, datetime]], function) -> float:
 def timings(count: int, repeats: int) -> None:
     rng = random.Random(7)
     year = 365 * 86400
-    figures: dict[str, list[float]] = {"croniter alone": [], "croniter parsing each time": [], "cron.next_after": [],
-                                       "cron.next_after, memoised": []}
+    figures: dict[str, list[float]] = {
+        "croniter alone": [],
+        "croniter parsing each time": [],
+        "cron.next_after": [],
+        "cron.next_after, memoised": [],
+    }
     walkers = {(e, z): croniter(e, datetime(2026, 1, 1, tzinfo=ZoneInfo(z))) for e in CRONS for z in ZONES}
 
     def croniter_alone(expression: str, zone_name: str, instant: datetime) -> datetime:
@@ -62,8 +66,9 @@ def timings(count: int, repeats: int) -> None:
     for _ in range(repeats):
         start = datetime(2026, 1, 1, tzinfo=UTC)
         rounds = count // (len(CRONS) * len(ZONES))
-        calls = [(e, z, start + timedelta(seconds=rng.uniform(0, year)))
-                 for _ in range(rounds) for e in CRONS for z in ZONES]
+        calls = [
+            (e, z, start + timedelta(seconds=rng.uniform(0, year))) for _ in range(rounds) for e in CRONS for z in ZONES
+        ]
         figures["croniter alone"].append(per_call_us(calls, croniter_alone))
         figures["croniter parsing each time"].append(per_call_us(calls, croniter_parsing))
         figures["cron.next_after"].append(per_call_us(calls, cron.next_after))
@@ -89,8 +94,11 @@ def sweep(per_zone: int) -> int:
         for i in range(2 * per_zone):
             expression = rng.choice(PROPERTY_CRONS)
             near_change = changes and i % 2 == 0
-            center = (rng.choice(changes).at + timedelta(seconds=rng.uniform(-7200, 7200)) if near_change
-                      else datetime(1975, 1, 1, tzinfo=UTC) + timedelta(days=rng.uniform(0, 62 * 365)))
+            center = (
+                rng.choice(changes).at + timedelta(seconds=rng.uniform(-7200, 7200))
+                if near_change
+                else datetime(1975, 1, 1, tzinfo=UTC) + timedelta(days=rng.uniform(0, 62 * 365))
+            )
             fires = Fires(expression, zone_name, center - window(expression), center + window(expression))
             for _ in range(5):
                 t = center + timedelta(seconds=rng.uniform(-7200, 7200))
@@ -99,14 +107,21 @@ def sweep(per_zone: int) -> int:
                     wide = Fires(expression, zone_name, t - 16 * window(expression), t + 16 * window(expression))
                     wants = wide.next_after(t), wide.latest_at_or_before(t)
                 for asked in (t, t.astimezone(zone)):
-                    for got, want in zip((cron.next_after(expression, zone_name, asked),
-                                          cron.latest_at_or_before(expression, zone_name, asked)), wants):
+                    for got, want in zip(
+                        (
+                            cron.next_after(expression, zone_name, asked),
+                            cron.latest_at_or_before(expression, zone_name, asked),
+                        ),
+                        wants,
+                    ):
                         checks += 1
                         if got != want:
                             mismatches += 1
                             print(f"MISMATCH {expression!r} {zone_name} {asked.isoformat()}: {got} != oracle {want}")
-    print(f"sweep: {checks} checks over {len(available_timezones())} zones, 1975-2037, {mismatches} mismatches "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"sweep: {checks} checks over {len(available_timezones())} zones, 1975-2037, {mismatches} mismatches "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return mismatches
 
 

@@ -28,8 +28,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import event
 
-SEED_CRONS = {"daily-full-sync": "0 2 * * *", "hourly-matching": "0 * * * *", "feed-refresh": "*/15 * * * *",
-              "dev-quick-test": "*/5 * * * *"}
+SEED_CRONS = {
+    "daily-full-sync": "0 2 * * *",
+    "hourly-matching": "0 * * * *",
+    "feed-refresh": "*/15 * * * *",
+    "dev-quick-test": "*/5 * * * *",
+}
 
 
 def noop() -> None:
@@ -60,8 +64,15 @@ def cron(expression: str) -> CronTrigger:
     """A 5-field cron, or 6 with seconds last (this project's form), as an APScheduler trigger."""
     fields = expression.split()
     if len(fields) == 6:
-        return CronTrigger(second=fields[5], minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
-                           day_of_week=fields[4], timezone="UTC")
+        return CronTrigger(
+            second=fields[5],
+            minute=fields[0],
+            hour=fields[1],
+            day=fields[2],
+            month=fields[3],
+            day_of_week=fields[4],
+            timezone="UTC",
+        )
     return CronTrigger.from_crontab(expression, timezone="UTC")
 
 
@@ -141,8 +152,9 @@ def main() -> None:
             deadline = time.time() + 300
             while time.time() < deadline:  # the pass is over when no job is overdue any more
                 with sqlite3.connect(args.db) as conn:
-                    left = conn.execute("SELECT COUNT(*) FROM apscheduler_jobs WHERE next_run_time < ?",
-                                        (time.time() - 60,)).fetchone()[0]
+                    left = conn.execute(
+                        "SELECT COUNT(*) FROM apscheduler_jobs WHERE next_run_time < ?", (time.time() - 60,)
+                    ).fetchone()[0]
                 if left == 0:
                     break
                 time.sleep(0.05)

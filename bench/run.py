@@ -21,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import traceback
 import time
+import traceback
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,23 +53,35 @@ def proc_counters(pid: int) -> dict[str, float]:
         for line in (task / "status").read_text().splitlines():
             if line.startswith("voluntary_ctxt_switches"):
                 switches += int(line.split()[1])
-    return {"peak_rss_mib": int(status["VmHWM"].split()[0]) / 1024, "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
-            "cpu_s": (int(fields[11]) + int(fields[12])) / TICKS, "switches": switches}
+    return {
+        "peak_rss_mib": int(status["VmHWM"].split()[0]) / 1024,
+        "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
+        "cpu_s": (int(fields[11]) + int(fields[12])) / TICKS,
+        "switches": switches,
+    }
 
 
 def ours(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, str(ROOT / "schedule_daemon.py"), *args], cwd=ROOT, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.Popen(
+        [PYTHON, str(ROOT / "schedule_daemon.py"), *args],
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def peer(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, str(ROOT / "bench" / "peer.py"), *args], cwd=ROOT, stdout=stdout,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, str(ROOT / "bench" / "peer.py"), *args], cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
 
 
 def peer_result(process: subprocess.Popen) -> dict[str, Any]:
     errors: list[str] = []
-    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()))  # a full stderr pipe would block the peer
+    reader = threading.Thread(
+        target=lambda: errors.append(process.stderr.read())
+    )  # a full stderr pipe would block the peer
     reader.start()
     out = process.stdout.read()  # not communicate(): a readline() before may hold the rest in its buffer
     reader.join()
@@ -136,8 +149,12 @@ class Bench:
         conn.close()
         return self.mariadb.url + name
 
-    def record(self, name: str, unit: str, value: float, side: str = "ours", target: str = "", better: str = "lower") -> None:
-        entry = self.results.setdefault(name, {"unit": unit, "ours": [], "peer": [], "target": target, "better": better})
+    def record(
+        self, name: str, unit: str, value: float, side: str = "ours", target: str = "", better: str = "lower"
+    ) -> None:
+        entry = self.results.setdefault(
+            name, {"unit": unit, "ours": [], "peer": [], "target": target, "better": better}
+        )
         entry[side].append(value)
         print(f"  {name} [{side}] = {value:.4g} {unit}", flush=True)
 
@@ -187,7 +204,9 @@ def cold_start(bench: Bench) -> None:
         started = time.perf_counter()
         process = ours("--once", env={**env, "DATABASE_URL": url}, log=bench.path("coldstart.log"))
         process.wait()
-        bench.record("cold start: process start to first pass done", "s", time.perf_counter() - started, target="<= 0.4x peer")
+        bench.record(
+            "cold start: process start to first pass done", "s", time.perf_counter() - started, target="<= 0.4x peer"
+        )
         started = time.perf_counter()
         peer_result(peer("coldstart", "--db", str(peer_db)))
         bench.record("cold start: process start to first pass done", "s", time.perf_counter() - started, "peer")
@@ -212,13 +231,25 @@ def idle(bench: Bench) -> None:
         after, peer_after = proc_counters(daemon.pid), proc_counters(other.pid)
         stop(daemon)
         # Statements issued in the window: at stop, less the one that marks the row STOPPED, less those at its start.
-        statements = int(wait_for_line(log, "stopped (").split("stopped (")[1].split()[0]) - 1 - int(first.split("(")[1].split()[0])
+        statements = (
+            int(wait_for_line(log, "stopped (").split("stopped (")[1].split()[0])
+            - 1
+            - int(first.split("(")[1].split()[0])
+        )
         result = peer_result(other)
-        for side, b, a, n in (("ours", before, after, statements), ("peer", peer_before, peer_after, result["statements"])):
+        for side, b, a, n in (
+            ("ours", before, after, statements),
+            ("peer", peer_before, peer_after, result["statements"]),
+        ):
             bench.record("idle: peak RSS", "MiB", a["peak_rss_mib"], side, "<= 0.5x peer")
             bench.record(f"idle: CPU seconds in {seconds:.0f} s", "s", a["cpu_s"] - b["cpu_s"], side, "0")
-            bench.record(f"idle: voluntary context switches in {seconds:.0f} s", "", a["switches"] - b["switches"], side,
-                         "heartbeats only")
+            bench.record(
+                f"idle: voluntary context switches in {seconds:.0f} s",
+                "",
+                a["switches"] - b["switches"],
+                side,
+                "heartbeats only",
+            )
             bench.record(f"idle: database statements in {seconds:.0f} s", "", n, side)
 
 
@@ -238,7 +269,11 @@ def punctuality_ours(bench: Bench, count: int, cron: str, seconds: float) -> tup
     db = Database.from_url(url)
     runs = db.fetch_all("list_runs", status=None, schedule_id=None, job_name="bench.noop", before=None, limit=10**6)
     db.close()
-    lateness = [(r["startedAt"] - r["scheduledFor"]).total_seconds() for r in runs if r["scheduledFor"] < end - timedelta(seconds=1)]
+    lateness = [
+        (r["startedAt"] - r["scheduledFor"]).total_seconds()
+        for r in runs
+        if r["scheduledFor"] < end - timedelta(seconds=1)
+    ]
     from cron import next_after
 
     expected = 0
@@ -250,19 +285,43 @@ def punctuality_ours(bench: Bench, count: int, cron: str, seconds: float) -> tup
 
 def punctuality(bench: Bench) -> None:
     seconds = bench.seconds(60, 10)
-    for count, cron, label in ((20, "* * * * * *", "20 every-second schedules"), (200, "* * * * * */5", "200 due in the same second")):
+    for count, cron, label in (
+        (20, "* * * * * *", "20 every-second schedules"),
+        (200, "* * * * * */5", "200 due in the same second"),
+    ):
         for _ in range(bench.repeats):
             lateness, missed = punctuality_ours(bench, count, cron, seconds)
-            result = peer_result(peer("punctuality", "--db", str(bench.path("peer.db")), "--jobs", str(count), "--cron", cron,
-                                      "--seconds", str(seconds + 2)))
+            result = peer_result(
+                peer(
+                    "punctuality",
+                    "--db",
+                    str(bench.path("peer.db")),
+                    "--jobs",
+                    str(count),
+                    "--cron",
+                    cron,
+                    "--seconds",
+                    str(seconds + 2),
+                )
+            )
             for side, values, miss in (("ours", lateness, missed), ("peer", result["lateness"], result["missed"])):
                 values_ms = [v * 1000 for v in values]
                 if count == 20:
                     for q in (50, 95, 99):
-                        bench.record(f"punctuality, {label}: lateness p{q}", "ms", percentile(values_ms, q), side,
-                                     "<= 0.5x peer" if q == 99 else "")
-                bench.record(f"punctuality, {label}: lateness max", "ms", max(values_ms or [float("nan")]), side,
-                             "< 1000" if count == 200 else "")
+                        bench.record(
+                            f"punctuality, {label}: lateness p{q}",
+                            "ms",
+                            percentile(values_ms, q),
+                            side,
+                            "<= 0.5x peer" if q == 99 else "",
+                        )
+                bench.record(
+                    f"punctuality, {label}: lateness max",
+                    "ms",
+                    max(values_ms or [float("nan")]),
+                    side,
+                    "< 1000" if count == 200 else "",
+                )
                 bench.record(f"punctuality, {label}: missed occurrences", "", miss, side, "0")
 
 
@@ -271,7 +330,12 @@ def punctuality(bench: Bench) -> None:
 
 def scale(bench: Bench) -> None:
     count = 10_000 if not bench.quick else 2_000
-    env = {"SCHEDULES_MODULE": "bench.bench_app", "BENCH_SCHEDULES": str(count), "BENCH_CRON": "spread", "APP_ENV": "test"}
+    env = {
+        "SCHEDULES_MODULE": "bench.bench_app",
+        "BENCH_SCHEDULES": str(count),
+        "BENCH_CRON": "spread",
+        "APP_ENV": "test",
+    }
     app = application(env)
     label = f"scale, {count} schedules"
     for _ in range(bench.repeats):
@@ -282,7 +346,12 @@ def scale(bench: Bench) -> None:
         sync_definitions(db, app, datetime.now(timezone.utc))
         bench.record(f"{label}: first sync", "s", time.perf_counter() - started, target="< 1 s, 10x faster than peer")
         peer_db = bench.path("peer.db")
-        bench.record(f"{label}: first sync", "s", peer_result(peer("sync", "--db", str(peer_db), "--jobs", str(count)))["seconds"], "peer")
+        bench.record(
+            f"{label}: first sync",
+            "s",
+            peer_result(peer("sync", "--db", str(peer_db), "--jobs", str(count)))["seconds"],
+            "peer",
+        )
 
         enable_all(url, datetime.now(timezone.utc) + timedelta(days=1))
         started = time.perf_counter()
@@ -304,9 +373,15 @@ def scale(bench: Bench) -> None:
             db.execute("move_all_next_runs", next_run_at=datetime.now(timezone.utc) - timedelta(days=1))
         started = time.perf_counter()
         ours("--once", env={**env, "DATABASE_URL": url}, log=bench.path("downtime.log")).wait()
-        bench.record(f"{label}: restart after 24 h down, all overdue", "s", time.perf_counter() - started,
-                     target="< 1 s, 10x faster than peer")
-        skipped = len(db.fetch_all("list_runs", status="SKIPPED", schedule_id=None, job_name="*", before=None, limit=10**6))
+        bench.record(
+            f"{label}: restart after 24 h down, all overdue",
+            "s",
+            time.perf_counter() - started,
+            target="< 1 s, 10x faster than peer",
+        )
+        skipped = len(
+            db.fetch_all("list_runs", status="SKIPPED", schedule_id=None, job_name="*", before=None, limit=10**6)
+        )
         assert skipped == count, f"expected {count} skips, got {skipped}"
         overdue_db = bench.path("peer-overdue.db")
         peer_result(peer("sync", "--db", str(overdue_db), "--jobs", str(count), "--overdue"))
@@ -345,9 +420,21 @@ def start_admin(bench: Bench, url: str, env: dict[str, str]) -> tuple[subprocess
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = bench.path("admin.log")
-    server = subprocess.Popen([PYTHON, str(ROOT / "admin_server.py")], cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                              env={**os.environ, **env, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "PORT": str(port),
-                                   "ADMIN_TOKEN": "bench-token", "LOG_LEVEL": "WARNING"})
+    server = subprocess.Popen(
+        [PYTHON, str(ROOT / "admin_server.py")],
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            **env,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": url,
+            "PORT": str(port),
+            "ADMIN_TOKEN": "bench-token",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -377,8 +464,15 @@ def several_daemons(bench: Bench) -> None:
         for kind in ("sqlite", "mysql") if bench.mariadb else ("sqlite",):
             marker = bench.path("marker.txt")
             marker.touch()
-            env = {"SCHEDULES_MODULE": "bench.bench_app", "BENCH_SCHEDULES": "1", "BENCH_CRON": "* * * * * *",
-                   "APP_ENV": "test", "BENCH_MARKER": str(marker), "HEARTBEAT_INTERVAL_MS": "1000", "LOCK_TIMEOUT_MS": "5000"}
+            env = {
+                "SCHEDULES_MODULE": "bench.bench_app",
+                "BENCH_SCHEDULES": "1",
+                "BENCH_CRON": "* * * * * *",
+                "APP_ENV": "test",
+                "BENCH_MARKER": str(marker),
+                "HEARTBEAT_INTERVAL_MS": "1000",
+                "LOCK_TIMEOUT_MS": "5000",
+            }
             url = synced_database(bench, kind, env)
             start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
             enable_all(url, start)
@@ -391,7 +485,9 @@ def several_daemons(bench: Bench) -> None:
             window = {(start + timedelta(seconds=i)).isoformat() for i in range(int(seconds))}
             per_occurrence = Counter(line[2] for line in lines if line[2] in window)
             db = Database.from_url(url)
-            runs = db.fetch_all("list_runs", status=None, schedule_id=None, job_name="bench.noop", before=None, limit=10**6)
+            runs = db.fetch_all(
+                "list_runs", status=None, schedule_id=None, job_name="bench.noop", before=None, limit=10**6
+            )
             db.close()
             lateness = [(r["startedAt"] - r["scheduledFor"]).total_seconds() * 1000 for r in runs]
             label = f"3 daemons, every-second schedule, {kind}"
@@ -403,7 +499,9 @@ def several_daemons(bench: Bench) -> None:
         marker = bench.path("peer-marker.txt")
         marker.touch()
         peer_result(peer("coldstart", "--db", str(shared)))
-        others = [peer("shared", "--db", str(shared), "--marker", str(marker), "--seconds", str(seconds)) for _ in range(2)]
+        others = [
+            peer("shared", "--db", str(shared), "--marker", str(marker), "--seconds", str(seconds)) for _ in range(2)
+        ]
         for other in others:
             other.stdout.readline()
             peer_result(other)
@@ -412,7 +510,13 @@ def several_daemons(bench: Bench) -> None:
         per_second = Counter(t for t in stamps if first < t <= first + seconds)
         duplicates = sum(n - 1 for n in per_second.values())
         bench.record("2 schedulers sharing one store (peer): duplicate runs", "", duplicates, "peer")
-        bench.record("2 schedulers sharing one store (peer): coverage", "%", 100 * len(per_second) / seconds, "peer", better="higher")
+        bench.record(
+            "2 schedulers sharing one store (peer): coverage",
+            "%",
+            100 * len(per_second) / seconds,
+            "peer",
+            better="higher",
+        )
 
 
 # -- 6. queue --------------------------------------------------------------------------------------------
@@ -425,12 +529,20 @@ def queue(bench: Bench) -> None:
             for workers in (1, 2, 4):
                 marker = bench.path("queue-marker.txt")
                 marker.touch()
-                env = {"SCHEDULES_MODULE": "bench.bench_app", "BENCH_SCHEDULES": "1", "APP_ENV": "test",
-                       "EXECUTION_MODE": "queue", "JOB_WORKER_POLL_INTERVAL_MS": "100", "BENCH_MARKER": str(marker),
-                       "LOG_LEVEL": "WARNING"}
+                env = {
+                    "SCHEDULES_MODULE": "bench.bench_app",
+                    "BENCH_SCHEDULES": "1",
+                    "APP_ENV": "test",
+                    "EXECUTION_MODE": "queue",
+                    "JOB_WORKER_POLL_INTERVAL_MS": "100",
+                    "BENCH_MARKER": str(marker),
+                    "LOG_LEVEL": "WARNING",
+                }
                 url = synced_database(bench, kind, env)
-                processes = [ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log"))
-                             for _ in range(workers)]
+                processes = [
+                    ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log"))
+                    for _ in range(workers)
+                ]
                 db = Database.from_url(url)
                 while len(db.fetch_all("running_workers", worker_type="job_worker")) < workers:
                     time.sleep(0.05)
@@ -443,8 +555,9 @@ def queue(bench: Bench) -> None:
                 with db.transaction():
                     for i in range(runs):
                         enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", base)
-                while db.fetch_one("queue_depth")["queued"] or db.fetch_all("list_runs", status="RUNNING", schedule_id=None,
-                                                                           job_name=None, before=None, limit=1):
+                while db.fetch_one("queue_depth")["queued"] or db.fetch_all(
+                    "list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1
+                ):
                     time.sleep(0.01)
                 elapsed = time.perf_counter() - started
                 latency = stream_latency(db, app, schedule, 50) if workers == 1 else None
@@ -452,12 +565,21 @@ def queue(bench: Bench) -> None:
                     stop(process)
                 executed = Counter(line.split()[0] for line in marker.read_text().splitlines())
                 label = f"queue, {kind}, {workers} worker{'s' if workers > 1 else ''}"
-                bench.record(f"{label}: no-op jobs per second", "jobs/s", runs / elapsed,
-                             target=">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else "", better="higher")
+                bench.record(
+                    f"{label}: no-op jobs per second",
+                    "jobs/s",
+                    runs / elapsed,
+                    target=">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else "",
+                    better="higher",
+                )
                 bench.record(f"{label}: duplicate executions", "", sum(n - 1 for n in executed.values()), target="0")
-                bench.record(f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0")
+                bench.record(
+                    f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0"
+                )
                 if latency is not None:
-                    bench.record(f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency)
+                    bench.record(
+                        f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency
+                    )
                 db.close()
 
 
@@ -469,7 +591,9 @@ def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
     batches = []
     for i in range(count):
         with db.transaction():
-            batches.append(enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", datetime.now(timezone.utc)))
+            batches.append(
+                enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", datetime.now(timezone.utc))
+            )
         time.sleep(0.05)
     time.sleep(0.5)
     result = []
@@ -581,8 +705,12 @@ def supervision(bench: Bench) -> None:
         inline, supervised = inline[20:], supervised[20:]  # the first calls start the fork server and a child
         for q in (50, 99):
             bench.record(f"no-op job, before (in-process call): p{q}", "ms", percentile(inline, q))
-            bench.record(f"no-op job, supervised (warm child): p{q}", "ms", percentile(supervised, q),
-                         target="<= 5 ms" if q == 50 else "")
+            bench.record(
+                f"no-op job, supervised (warm child): p{q}",
+                "ms",
+                percentile(supervised, q),
+                target="<= 5 ms" if q == 50 else "",
+            )
 
     # JOB_CHILD_IDLE_S=3 stands for the default 300 s: the tree is measured once right after the runs
     # (daemon, fork server, one child) and once idle (the child ended, the fork server stopped).
@@ -597,19 +725,28 @@ def supervision(bench: Bench) -> None:
         other.stdout.readline()  # "ready"
         time.sleep(1)
         peer_pss = tree_pss_mib(other.pid)
-        bench.record("process tree PSS right after a run (daemon, fork server, a child)", "MiB", tree_pss_mib(daemon.pid))
+        bench.record(
+            "process tree PSS right after a run (daemon, fork server, a child)", "MiB", tree_pss_mib(daemon.pid)
+        )
         bench.record("process tree PSS right after a run (daemon, fork server, a child)", "MiB", peer_pss, "peer")
         wait_for_line(log, "fork server stopped")
-        bench.record("idle process tree PSS (after JOB_CHILD_IDLE_S)", "MiB", tree_pss_mib(daemon.pid),
-                     target="<= 0.75x peer")
+        bench.record(
+            "idle process tree PSS (after JOB_CHILD_IDLE_S)", "MiB", tree_pss_mib(daemon.pid), target="<= 0.75x peer"
+        )
         bench.record("idle process tree PSS (after JOB_CHILD_IDLE_S)", "MiB", tree_pss_mib(other.pid), "peer")
         stop(daemon)
         peer_result(other)
 
 
 BENCHMARKS: dict[str, Callable[[Bench], None]] = {
-    "cold_start": cold_start, "idle": idle, "punctuality": punctuality, "scale": scale,
-    "several_daemons": several_daemons, "queue": queue, "admin_api": admin_api, "supervision": supervision,
+    "cold_start": cold_start,
+    "idle": idle,
+    "punctuality": punctuality,
+    "scale": scale,
+    "several_daemons": several_daemons,
+    "queue": queue,
+    "admin_api": admin_api,
+    "supervision": supervision,
 }
 
 
@@ -645,7 +782,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     args = parser.parse_args()
     bench = Bench(args.quick, args.repeats or (1 if args.quick else 3))
-    print(f"benchmarks in {bench.dir}; MariaDB: {'yes' if bench.mariadb else 'not installed (SQLite only)'}", flush=True)
+    print(
+        f"benchmarks in {bench.dir}; MariaDB: {'yes' if bench.mariadb else 'not installed (SQLite only)'}", flush=True
+    )
     try:
         for name in args.only or BENCHMARKS:
             print(f"== {name}", flush=True)
@@ -653,15 +792,19 @@ def main() -> int:
                 BENCHMARKS[name](bench)
             except Exception:  # report what was measured; say what failed
                 print(f"!! {name} failed:\n{traceback.format_exc()}", flush=True)
-                bench.results.setdefault(f"{name}: FAILED (see output)", {"unit": "", "ours": [], "peer": [],
-                                                                           "target": "", "better": "lower"})
+                bench.results.setdefault(
+                    f"{name}: FAILED (see output)",
+                    {"unit": "", "ours": [], "peer": [], "target": "", "better": "lower"},
+                )
     finally:
         bench.close()
     print()
     print(f"Median (min-max) of {bench.repeats} run(s) each, {os.cpu_count()} cores; ratio = this project / peer.")
     print(table(bench.results))
     if args.json:
-        Path(args.json).write_text(json.dumps({"repeats": bench.repeats, "quick": bench.quick, "results": bench.results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"repeats": bench.repeats, "quick": bench.quick, "results": bench.results}, indent=2)
+        )
     return 0
 
 

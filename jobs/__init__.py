@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import graphlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from errors import quoted
 
@@ -37,9 +38,9 @@ class Job:
     fn: Callable[[JobContext], Any]
     group: str
     depends_on: tuple[str, ...] = ()
-    retries: int = 0              # queue mode: how many times a failed run is queued again
+    retries: int = 0  # queue mode: how many times a failed run is queued again
     retry_backoff_s: float = 30.0  # queue mode: wait before the first retry, doubled for each next one
-    timeout: float | None = None   # seconds before the run is killed; None: JOB_TIMEOUT_S; 0: never
+    timeout: float | None = None  # seconds before the run is killed; None: JOB_TIMEOUT_S; 0: never
 
 
 @dataclass
@@ -76,9 +77,16 @@ class JobRegistry:
         self._problems: list[str] = []
         self._selections: dict[tuple[str, str | None], list[Job]] = {}  # jobs_for() results, per mode and group
 
-    def job(self, *, group: str, name: str | None = None,
-            depends_on: list[str] | tuple[str, ...] = (), retries: int = 0, retry_backoff_s: float = 30.0,
-            timeout: float | None = None) -> Callable[[JobFunction], JobFunction]:
+    def job(
+        self,
+        *,
+        group: str,
+        name: str | None = None,
+        depends_on: list[str] | tuple[str, ...] = (),
+        retries: int = 0,
+        retry_backoff_s: float = 30.0,
+        timeout: float | None = None,
+    ) -> Callable[[JobFunction], JobFunction]:
         """Decorator declaring a job; see the module docstring."""
 
         def register(fn: JobFunction) -> JobFunction:
@@ -86,11 +94,15 @@ class JobRegistry:
             if job_name in self.jobs:
                 self._problems.append(f"job {job_name!r}: declared twice")
             if not job_name or len(job_name) > JOB_NAME_MAX:
-                self._problems.append(f"job {quoted(job_name)}: field 'name': use 1 to {JOB_NAME_MAX} characters "
-                                      f"(this one has {len(job_name)})")
+                self._problems.append(
+                    f"job {quoted(job_name)}: field 'name': use 1 to {JOB_NAME_MAX} characters "
+                    f"(this one has {len(job_name)})"
+                )
             if not isinstance(retries, int) or retries < 0:
                 self._problems.append(f"job {job_name!r}: field 'retries': must be a non-negative integer")
-            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            if timeout is not None and (
+                isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+            ):
                 self._problems.append(f"job {job_name!r}: field 'timeout': must be a number of seconds >= 0 (0: none)")
             self.jobs[job_name] = Job(job_name, fn, group, tuple(depends_on), retries, float(retry_backoff_s), timeout)
             self._selections.clear()

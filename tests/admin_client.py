@@ -21,8 +21,13 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 JWT_SECRET = "test-jwt-secret-" + "0123456789abcdef" * 4  # long enough for HS512 too
 
 
-def admin_jwt(role: str = "ADMIN", expires_in: float = 600, sub: str = "alice@example.com",
-              algorithm: str = "HS256", secret: str = JWT_SECRET) -> str:
+def admin_jwt(
+    role: str = "ADMIN",
+    expires_in: float = 600,
+    sub: str = "alice@example.com",
+    algorithm: str = "HS256",
+    secret: str = JWT_SECRET,
+) -> str:
     return jwt.encode({"sub": sub, "role": role, "exp": int(time.time() + expires_in)}, secret, algorithm=algorithm)
 
 
@@ -38,10 +43,20 @@ class AdminServer:
     """make_server() from admin_server.py, serving on a thread until close()."""
 
     def __init__(self, database_url: str, **env: str):
-        self.settings = Settings.from_env({"DATABASE_URL": database_url, "SCHEDULES_MODULE": "definitions",
-                                           "APP_ENV": "production", "HOST": "127.0.0.1", "PORT": "0",
-                                           "ADMIN_TOKEN": ADMIN_TOKEN, "JWT_SECRET": JWT_SECRET,
-                                           "HEARTBEAT_INTERVAL_MS": "1000", "LOCK_TIMEOUT_MS": "5000", **env})
+        self.settings = Settings.from_env(
+            {
+                "DATABASE_URL": database_url,
+                "SCHEDULES_MODULE": "definitions",
+                "APP_ENV": "production",
+                "HOST": "127.0.0.1",
+                "PORT": "0",
+                "ADMIN_TOKEN": ADMIN_TOKEN,
+                "JWT_SECRET": JWT_SECRET,
+                "HEARTBEAT_INTERVAL_MS": "1000",
+                "LOCK_TIMEOUT_MS": "5000",
+                **env,
+            }
+        )
         self.db = Database.from_url(database_url)
         self.app = load_app(self.settings.schedules_module, self.settings.environment)
         self.server = make_server(self.settings, self.db, self.app)
@@ -49,8 +64,15 @@ class AdminServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = ADMIN_TOKEN,
-                raw: bytes | None = None, headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = ADMIN_TOKEN,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         if token is not None:

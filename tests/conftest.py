@@ -97,8 +97,9 @@ def operator_connection(db: Database):
     import pymysql
 
     p = db.params
-    return pymysql.connect(host=p["host"], port=p["port"], user=p["user"], password=p["password"],
-                           database=p["database"], autocommit=True)
+    return pymysql.connect(
+        host=p["host"], port=p["port"], user=p["user"], password=p["password"], database=p["database"], autocommit=True
+    )
 
 
 def operator_sql(db: Database, sql: str) -> list:

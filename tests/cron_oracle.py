@@ -123,4 +123,3 @@ class Fires:
             return None
         i = bisect.bisect_right(self.times, t)
         return self.times[i - 1] if i > 0 else None
-

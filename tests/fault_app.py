@@ -44,11 +44,21 @@ if os.environ.get("TEST_OLD_CODE"):
     registry.job(group="fault", name="fault.after")(after)
 else:
     registry.job(group="fault", name="fault.work")(work)
-    registry.job(group="fault", name="fault.after",
-                 depends_on=["fault.work"] if os.environ.get("EXECUTION_MODE") == "queue" else [])(after)
+    registry.job(
+        group="fault",
+        name="fault.after",
+        depends_on=["fault.work"] if os.environ.get("EXECUTION_MODE") == "queue" else [],
+    )(after)
 
 schedules = [
-    ScheduleDefinition(id="fault", name="Fault", description="What the fault tests break",
-                       cron=os.environ.get("TEST_CRON", "* * * * * *"), timezone="UTC", execution_mode="GROUP",
-                       job_group="fault", missed_run_policy=os.environ.get("TEST_POLICY", "SKIP")),
+    ScheduleDefinition(
+        id="fault",
+        name="Fault",
+        description="What the fault tests break",
+        cron=os.environ.get("TEST_CRON", "* * * * * *"),
+        timezone="UTC",
+        execution_mode="GROUP",
+        job_group="fault",
+        missed_run_policy=os.environ.get("TEST_POLICY", "SKIP"),
+    ),
 ]

@@ -24,8 +24,8 @@ class Connection:
         self.proxy = proxy
         self.client = client
         self.server = server
-        self.marked = False      # the current transaction sent the proxy's marker text
-        self.swallow = False     # the next answer from the server is dropped and both sides cut
+        self.marked = False  # the current transaction sent the proxy's marker text
+        self.swallow = False  # the next answer from the server is dropped and both sides cut
         self.closed = False
 
     def close(self) -> None:

@@ -25,11 +25,13 @@ class InProcessPool:
         lines = []
 
         def emit(level: str, message: str) -> None:
-            lines.append({"run_id": call.run_id, "created_at": datetime.now(timezone.utc), "level": level,
-                          "message": message})
+            lines.append(
+                {"run_id": call.run_id, "created_at": datetime.now(timezone.utc), "level": level, "message": message}
+            )
 
-        ctx = JobContext(call.run_id, call.job_name, call.schedule_id, call.scheduled_for, call.trigger, call.attempt,
-                         self.db, emit)
+        ctx = JobContext(
+            call.run_id, call.job_name, call.schedule_id, call.scheduled_for, call.trigger, call.attempt, self.db, emit
+        )
         started = time.monotonic()
         try:
             job.fn(ctx)

@@ -25,9 +25,17 @@ class MariaDBServer:
         self.process: subprocess.Popen | None = None
         self.log = open(self.dir / "server.log", "ab")
         subprocess.run(
-            [shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults", f"--datadir={self.dir / 'data'}",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
-            check=True, stdout=self.log, stderr=self.log,
+            [
+                shutil.which("mariadb-install-db") or "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ],
+            check=True,
+            stdout=self.log,
+            stderr=self.log,
         )
         self.start()
         import pymysql
@@ -42,11 +50,23 @@ class MariaDBServer:
     def start(self) -> None:
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         self.process = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={self.dir / 'data'}", f"--socket={self.dir / 'sock'}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
-             f"--pid-file={self.dir / 'pid'}", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
-             "--max-connections=500", "--skip-log-bin"],
-            stdout=self.log, stderr=self.log,
+            [
+                mariadbd,
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                f"--socket={self.dir / 'sock'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--skip-name-resolve",
+                f"--pid-file={self.dir / 'pid'}",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--max-connections=500",
+                "--skip-log-bin",
+            ],
+            stdout=self.log,
+            stderr=self.log,
         )
         deadline = time.monotonic() + 60
         while not self._accepts_connections():
@@ -77,4 +97,6 @@ class MariaDBServer:
 
 
 def mariadb_available() -> bool:
-    return bool(shutil.which("mariadb-install-db")) and (bool(shutil.which("mariadbd")) or Path("/usr/sbin/mariadbd").exists())
+    return bool(shutil.which("mariadb-install-db")) and (
+        bool(shutil.which("mariadbd")) or Path("/usr/sbin/mariadbd").exists()
+    )

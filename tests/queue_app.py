@@ -26,4 +26,6 @@ registry.job(group="q", name="q.extract", retries=3, retry_backoff_s=0.2)(record
 registry.job(group="q", name="q.transform", depends_on=["q.extract"], retries=3, retry_backoff_s=0.2)(record)
 registry.job(group="q", name="q.report", retries=3, retry_backoff_s=0.2)(record)
 
-schedules = [ScheduleDefinition("stream", "Stream", "Three jobs every second", os.environ.get("TEST_CRON", "* * * * * *"))]
+schedules = [
+    ScheduleDefinition("stream", "Stream", "Three jobs every second", os.environ.get("TEST_CRON", "* * * * * *"))
+]

@@ -48,7 +48,9 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def alerts(self, event: str | None = None) -> list[dict[str, Any]]:
-        return [r.body for r in list(self.requests) if r.method == "POST" and (event is None or r.body["event"] == event)]
+        return [
+            r.body for r in list(self.requests) if r.method == "POST" and (event is None or r.body["event"] == event)
+        ]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -46,6 +46,7 @@ def flood(lines):
     def run(ctx):
         for i in range(lines):
             print(f"line {i:05d} " + "x" * 89)  # 100 bytes a line
+
     return run
 
 
@@ -142,9 +143,17 @@ def beat(ctx):
 
 
 schedules = [
-    ScheduleDefinition("steer", "Steer", "Steered by TEST_* variables", os.environ.get("TEST_CRON", "* * * * * *"),
-                       execution_mode="GROUP", job_group="steer",
-                       overlap_policy=os.environ.get("TEST_OVERLAP", "BUFFER_ONE")),
+    ScheduleDefinition(
+        "steer",
+        "Steer",
+        "Steered by TEST_* variables",
+        os.environ.get("TEST_CRON", "* * * * * *"),
+        execution_mode="GROUP",
+        job_group="steer",
+        overlap_policy=os.environ.get("TEST_OVERLAP", "BUFFER_ONE"),
+    ),
     ScheduleDefinition("beat", "Beat", "Every second, quick", "* * * * * *", execution_mode="GROUP", job_group="beat"),
-    ScheduleDefinition("retry", "Retry", "A hung job with a retry", "0 0 1 1 *", execution_mode="GROUP", job_group="retry"),
+    ScheduleDefinition(
+        "retry", "Retry", "A hung job with a retry", "0 0 1 1 *", execution_mode="GROUP", job_group="retry"
+    ),
 ]

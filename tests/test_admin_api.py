@@ -32,10 +32,12 @@ def admin(database_url):
 
 def snapshot(db):
     """Everything a request could change."""
-    return (db.fetch_all("list_schedules"),
-            db.fetch_all("list_runs", status=None, schedule_id=None, job_name=None, before=None, limit=10_000),
-            db.fetch_all("list_audit", before=None, limit=10_000),
-            db.fetch_all("list_workers"))
+    return (
+        db.fetch_all("list_schedules"),
+        db.fetch_all("list_runs", status=None, schedule_id=None, job_name=None, before=None, limit=10_000),
+        db.fetch_all("list_audit", before=None, limit=10_000),
+        db.fetch_all("list_workers"),
+    )
 
 
 def parse_time(text):
@@ -77,6 +79,7 @@ def test_list_is_served_with_an_etag_and_changes_whenever_a_row_changes(admin):
 def test_listed_run_times_move_on_once_the_first_of_them_has_passed(database_url):
     server = AdminServer(database_url, SCHEDULES_MODULE="tests.sample_app", APP_ENV="test")
     try:
+
         def first_upcoming():
             listed = server.request("GET", "/admin/schedules").body["schedules"]
             return min(parse_time(s["nextRunTimes"][0]) for s in listed if s["nextRunTimes"])
@@ -89,7 +92,9 @@ def test_listed_run_times_move_on_once_the_first_of_them_has_passed(database_url
 
 
 def test_rows_no_longer_in_code_are_listed_as_orphaned_and_never_runnable(admin):
-    admin.db.execute("insert_schedule", id="old-report", name="Old Report", cron="0 5 * * *", timezone="UTC", now=utcnow())
+    admin.db.execute(
+        "insert_schedule", id="old-report", name="Old Report", cron="0 5 * * *", timezone="UTC", now=utcnow()
+    )
     listed = {s["id"]: s for s in admin.request("GET", "/admin/schedules").body["schedules"]}
     assert listed["old-report"]["orphaned"] is True and listed["old-report"]["nextRunTimes"] == []
     before = snapshot(admin.db)
@@ -115,7 +120,12 @@ def test_enable_computes_the_next_occurrence_from_now_and_is_audited(admin):
     assert schedule["enabled"] is True and before < next_run <= before + timedelta(minutes=15)
     assert next_run.minute % 15 == 0 and next_run.second == 0
     [entry] = admin.request("GET", "/admin/audit").body["entries"]
-    assert (entry["actor"], entry["action"], entry["scheduleId"], entry["note"]) == ("admin-token", "enable", "feed-refresh", "launch day")
+    assert (entry["actor"], entry["action"], entry["scheduleId"], entry["note"]) == (
+        "admin-token",
+        "enable",
+        "feed-refresh",
+        "launch day",
+    )
     assert entry["remoteAddress"] == "127.0.0.1"
     disabled = admin.request("PATCH", "/admin/schedules/feed-refresh", {"enabled": False}).body["schedule"]
     assert disabled["enabled"] is False and disabled["nextRunAt"] is None
@@ -136,7 +146,10 @@ def test_run_now_runs_inline_as_manual_without_moving_next_run_even_when_disable
     assert body["message"] == "Schedule triggered"
     assert (body["jobsExecuted"], body["succeeded"], body["failed"]) == (3, 3, 0)
     assert [r["jobName"] for r in body["runs"]] == [
-        "matching.refresh_candidate_pool", "matching.update_match_scores", "feed.refresh_feeds"]
+        "matching.refresh_candidate_pool",
+        "matching.update_match_scores",
+        "feed.refresh_feeds",
+    ]
     assert all(r["trigger"] == "MANUAL" and r["status"] == "COMPLETED" for r in body["runs"])
     row = admin.db.fetch_one("get_schedule", id="feed-refresh")
     assert row["enabled"] in (0, False) and row["nextRunAt"] is None and row["lockedAt"] is None
@@ -165,7 +178,10 @@ def test_history_is_newest_first_and_paginates(admin):
         admin.request("POST", "/admin/schedules/hourly-matching/trigger")
     page = admin.request("GET", "/admin/schedules/hourly-matching/history?limit=3").body
     assert [r["jobName"] for r in page["runs"]] == [
-        "matching.update_match_scores", "matching.refresh_candidate_pool", "matching.update_match_scores"]
+        "matching.update_match_scores",
+        "matching.refresh_candidate_pool",
+        "matching.update_match_scores",
+    ]
     assert page["runs"][0]["id"] > page["runs"][1]["id"] > page["runs"][2]["id"]
     rest = admin.request("GET", f"/admin/schedules/hourly-matching/history?limit=3&before={page['nextBefore']}").body
     assert len(rest["runs"]) == 1 and rest["nextBefore"] is None
@@ -189,7 +205,9 @@ def test_jobs_filter_by_status_schedule_and_job_and_show_logs(admin):
 def test_workers_show_heartbeat_age_and_flag_stale_ones(admin):
     now = utcnow()
     admin.db.insert("register_worker", id="fresh", worker_type="schedule_daemon", hostname="a", pid=1, now=now)
-    admin.db.insert("register_worker", id="stale", worker_type="job_worker", hostname="b", pid=2, now=now - timedelta(hours=1))
+    admin.db.insert(
+        "register_worker", id="stale", worker_type="job_worker", hostname="b", pid=2, now=now - timedelta(hours=1)
+    )
     workers = {w["id"]: w for w in admin.request("GET", "/admin/workers").body["workers"]}
     assert workers["fresh"]["alive"] is True and workers["fresh"]["heartbeatAgeSeconds"] < 60
     assert workers["stale"]["alive"] is False and workers["stale"]["heartbeatAgeSeconds"] >= 3600
@@ -226,27 +244,36 @@ def test_openapi_describes_every_route(admin):
     spec = admin.request("GET", "/admin/openapi.json").body
     assert spec["openapi"].startswith("3.")
     for method, pattern, _, _ in ROUTES:
-        path = pattern.replace(r"\.", ".").replace("(?P<id>[^/]+)", "{id}").replace("(?P<run_id>[0-9]{1,19})", "{runId}")
+        path = (
+            pattern.replace(r"\.", ".").replace("(?P<id>[^/]+)", "{id}").replace("(?P<run_id>[0-9]{1,19})", "{runId}")
+        )
         assert method.lower() in spec["paths"][path], (method, path)
 
 
 # -- authentication ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("token, status, fragment", [
-    (None, 401, "send Authorization"),
-    ("wrong-token", 401, "not valid"),
-    (admin_jwt(expires_in=-60), 401, "expired"),
-    (admin_jwt(role="USER"), 403, "role is not ADMIN"),
-    (jwt.encode({"sub": "eve", "role": "ADMIN", "exp": 9999999999}, None, algorithm="none"), 401, "not valid"),
-    (admin_jwt(algorithm="HS512"), 401, "not valid"),
-    (admin_jwt(secret="another-secret-" + "x" * 64), 401, "not valid"),
-    (jwt.encode({"sub": "bob", "role": "ADMIN"}, JWT_SECRET, algorithm="HS256"), 401, "not valid"),
-])
+@pytest.mark.parametrize(
+    "token, status, fragment",
+    [
+        (None, 401, "send Authorization"),
+        ("wrong-token", 401, "not valid"),
+        (admin_jwt(expires_in=-60), 401, "expired"),
+        (admin_jwt(role="USER"), 403, "role is not ADMIN"),
+        (jwt.encode({"sub": "eve", "role": "ADMIN", "exp": 9999999999}, None, algorithm="none"), 401, "not valid"),
+        (admin_jwt(algorithm="HS512"), 401, "not valid"),
+        (admin_jwt(secret="another-secret-" + "x" * 64), 401, "not valid"),
+        (jwt.encode({"sub": "bob", "role": "ADMIN"}, JWT_SECRET, algorithm="HS256"), 401, "not valid"),
+    ],
+)
 def test_bad_credentials_are_refused(admin, token, status, fragment):
     before = snapshot(admin.db)
-    for method, path, body in [("GET", "/admin/schedules", None), ("PATCH", "/admin/schedules/feed-refresh", {"enabled": True}),
-                               ("POST", "/admin/schedules/feed-refresh/trigger", None), ("GET", "/admin/openapi.json", None)]:
+    for method, path, body in [
+        ("GET", "/admin/schedules", None),
+        ("PATCH", "/admin/schedules/feed-refresh", {"enabled": True}),
+        ("POST", "/admin/schedules/feed-refresh/trigger", None),
+        ("GET", "/admin/openapi.json", None),
+    ]:
         response = admin.request(method, path, body, token=token)
         assert response.status == status and fragment in response.body["error"]["message"], (method, path)
         if status == 401:
@@ -256,7 +283,9 @@ def test_bad_credentials_are_refused(admin, token, status, fragment):
 
 def test_admin_jwt_and_admin_token_are_accepted_and_audited_by_name(admin):
     assert admin.request("GET", "/admin/schedules", token=ADMIN_TOKEN).status == 200
-    response = admin.request("PATCH", "/admin/schedules/feed-refresh", {"enabled": True}, token=admin_jwt(sub="alice@example.com"))
+    response = admin.request(
+        "PATCH", "/admin/schedules/feed-refresh", {"enabled": True}, token=admin_jwt(sub="alice@example.com")
+    )
     assert response.status == 200
     assert admin.request("GET", "/admin/audit").body["entries"][0]["actor"] == "alice@example.com"
 
@@ -268,15 +297,33 @@ def test_tokens_never_reach_the_log_and_each_request_is_one_line(admin, caplog):
         admin.request("GET", "/admin/workers", token=ADMIN_TOKEN)
         admin.request("GET", "/admin/workers", token="a-wrong-token-guess")
     lines = [r.getMessage() for r in caplog.records if r.name == "admin"]
-    assert ADMIN_TOKEN not in "\n".join(lines) and token not in "\n".join(lines) and "a-wrong-token-guess" not in "\n".join(lines)
+    assert (
+        ADMIN_TOKEN not in "\n".join(lines)
+        and token not in "\n".join(lines)
+        and "a-wrong-token-guess" not in "\n".join(lines)
+    )
     assert [line.split()[1:4] for line in lines] == [
-        ["GET", "/admin/schedules", "400"], ["GET", "/admin/workers", "200"], ["GET", "/admin/workers", "401"]]
+        ["GET", "/admin/schedules", "400"],
+        ["GET", "/admin/workers", "200"],
+        ["GET", "/admin/workers", "401"],
+    ]
 
 
 def test_refuses_to_start_on_a_public_address_without_auth(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "admin_server.py")], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOST": "0.0.0.0",
-                                             "PORT": "0", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "admin_server.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "HOST": "0.0.0.0",
+            "PORT": "0",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        },
+    )
     assert result.returncode == 1
     assert "set ADMIN_TOKEN" in result.stderr and "JWT_SECRET" in result.stderr
     assert not (tmp_path / "x.db").exists()
@@ -298,33 +345,72 @@ def test_on_loopback_without_auth_a_one_off_token_is_written_to_a_private_file(t
 # -- bad input: a JSON error, and nothing changes ------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, path, kwargs, status, fragment", [
-    ("GET", "/nope", {}, 404, "no route /nope"),
-    ("GET", "/admin/schedules/a/b/c", {}, 404, "no route"),
-    ("DELETE", "/admin/schedules/feed-refresh", {}, 405, "DELETE is not allowed"),
-    ("POST", "/admin/schedules", {}, 405, "POST is not allowed"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"raw": b"{not json"}, 400, "not valid JSON"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"raw": b""}, 400, "must be a JSON object"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": [True]}, 400, "must be a JSON object"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": "yes"}}, 400, "field 'enabled' must be a JSON boolean"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": 1}}, 400, "field 'enabled' must be a JSON boolean"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": True, "cron": "* * * * *"}}, 400, "schedules are defined in code"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": True, "colour": "red"}}, 400, "field 'colour' cannot be set"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"note": "x"}}, 400, "field 'enabled' is required"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": True, "note": "x" * 501}}, 400, "at most 500"),
-    ("PATCH", "/admin/schedules/feed-refresh", {"raw": b'{"enabled": true, "note": "' + b"x" * 70_000 + b'"}'}, 413, "limit is 65536"),
-    ("PATCH", "/admin/schedules/unknown", {"body": {"enabled": True}}, 404, "no schedule 'unknown'"),
-    ("POST", "/admin/schedules/feed-refresh/trigger", {"body": {"force": True}}, 400, "field 'force' cannot be set"),
-    ("POST", "/admin/schedules/unknown/trigger", {}, 404, "no schedule 'unknown'"),
-    ("GET", "/admin/jobs?status=DONE", {}, 400, "query parameter 'status': must be one of"),
-    ("GET", "/admin/jobs?limit=0", {}, 400, "query parameter 'limit'"),
-    ("GET", "/admin/jobs?limit=abc", {}, 400, "query parameter 'limit'"),
-    ("GET", "/admin/jobs?before=-1", {}, 400, "query parameter 'before'"),
-    ("GET", "/admin/jobs?colour=red", {}, 400, "unknown query parameter 'colour'"),
-    ("GET", "/admin/jobs?limit=1&limit=2", {}, 400, "more than once"),
-    ("GET", "/admin/schedules?x=1", {}, 400, "unknown query parameter 'x'"),
-    ("GET", "/admin/jobs/notanumber", {}, 404, "no route"),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, fragment",
+    [
+        ("GET", "/nope", {}, 404, "no route /nope"),
+        ("GET", "/admin/schedules/a/b/c", {}, 404, "no route"),
+        ("DELETE", "/admin/schedules/feed-refresh", {}, 405, "DELETE is not allowed"),
+        ("POST", "/admin/schedules", {}, 405, "POST is not allowed"),
+        ("PATCH", "/admin/schedules/feed-refresh", {"raw": b"{not json"}, 400, "not valid JSON"),
+        ("PATCH", "/admin/schedules/feed-refresh", {"raw": b""}, 400, "must be a JSON object"),
+        ("PATCH", "/admin/schedules/feed-refresh", {"body": [True]}, 400, "must be a JSON object"),
+        (
+            "PATCH",
+            "/admin/schedules/feed-refresh",
+            {"body": {"enabled": "yes"}},
+            400,
+            "field 'enabled' must be a JSON boolean",
+        ),
+        (
+            "PATCH",
+            "/admin/schedules/feed-refresh",
+            {"body": {"enabled": 1}},
+            400,
+            "field 'enabled' must be a JSON boolean",
+        ),
+        (
+            "PATCH",
+            "/admin/schedules/feed-refresh",
+            {"body": {"enabled": True, "cron": "* * * * *"}},
+            400,
+            "schedules are defined in code",
+        ),
+        (
+            "PATCH",
+            "/admin/schedules/feed-refresh",
+            {"body": {"enabled": True, "colour": "red"}},
+            400,
+            "field 'colour' cannot be set",
+        ),
+        ("PATCH", "/admin/schedules/feed-refresh", {"body": {"note": "x"}}, 400, "field 'enabled' is required"),
+        ("PATCH", "/admin/schedules/feed-refresh", {"body": {"enabled": True, "note": "x" * 501}}, 400, "at most 500"),
+        (
+            "PATCH",
+            "/admin/schedules/feed-refresh",
+            {"raw": b'{"enabled": true, "note": "' + b"x" * 70_000 + b'"}'},
+            413,
+            "limit is 65536",
+        ),
+        ("PATCH", "/admin/schedules/unknown", {"body": {"enabled": True}}, 404, "no schedule 'unknown'"),
+        (
+            "POST",
+            "/admin/schedules/feed-refresh/trigger",
+            {"body": {"force": True}},
+            400,
+            "field 'force' cannot be set",
+        ),
+        ("POST", "/admin/schedules/unknown/trigger", {}, 404, "no schedule 'unknown'"),
+        ("GET", "/admin/jobs?status=DONE", {}, 400, "query parameter 'status': must be one of"),
+        ("GET", "/admin/jobs?limit=0", {}, 400, "query parameter 'limit'"),
+        ("GET", "/admin/jobs?limit=abc", {}, 400, "query parameter 'limit'"),
+        ("GET", "/admin/jobs?before=-1", {}, 400, "query parameter 'before'"),
+        ("GET", "/admin/jobs?colour=red", {}, 400, "unknown query parameter 'colour'"),
+        ("GET", "/admin/jobs?limit=1&limit=2", {}, 400, "more than once"),
+        ("GET", "/admin/schedules?x=1", {}, 400, "unknown query parameter 'x'"),
+        ("GET", "/admin/jobs/notanumber", {}, 404, "no route"),
+    ],
+)
 def test_bad_input_is_a_json_error_and_changes_nothing(admin, method, path, kwargs, status, fragment):
     before = snapshot(admin.db)
     response = admin.request(method, path, **kwargs)

@@ -46,13 +46,26 @@ class ServerProcess:
         self.marker.touch()
         self.log_path = tmp_path / "admin.log"
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "admin_server.py")], cwd=tmp_path, stdout=open(self.log_path, "wb"),
+            [sys.executable, str(ROOT / "admin_server.py")],
+            cwd=tmp_path,
+            stdout=open(self.log_path, "wb"),
             stderr=subprocess.STDOUT,
-            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": self.database_url,
-                 "ADMIN_TOKEN": ADMIN_TOKEN, "HOST": "127.0.0.1", "PORT": "0", "APP_ENV": "test",
-                 "SCHEDULES_MODULE": "tests.sample_app", "TEST_MARKER_FILE": str(self.marker), **env})
-        found = wait_for(lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)/", self.log()), 60,
-                         "the admin server to listen")
+            env={
+                "PATH": os.environ["PATH"],
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": self.database_url,
+                "ADMIN_TOKEN": ADMIN_TOKEN,
+                "HOST": "127.0.0.1",
+                "PORT": "0",
+                "APP_ENV": "test",
+                "SCHEDULES_MODULE": "tests.sample_app",
+                "TEST_MARKER_FILE": str(self.marker),
+                **env,
+            },
+        )
+        found = wait_for(
+            lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)/", self.log()), 60, "the admin server to listen"
+        )
         self.port = int(found.group(1))
 
     def log(self) -> str:
@@ -60,8 +73,9 @@ class ServerProcess:
 
     def get(self, path: str, timeout: float = 30) -> tuple[int, float]:
         """(status, seconds) of one ordinary request."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
-                                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         started = time.monotonic()
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
@@ -140,7 +154,9 @@ class Clients:
             except ConnectionResetError:
                 data = b""
             except TimeoutError:
-                raise AssertionError(f"{len(self.opened) - len(closed)} connections still open after {timeout}s") from None
+                raise AssertionError(
+                    f"{len(self.opened) - len(closed)} connections still open after {timeout}s"
+                ) from None
             assert data == b"", f"the server answered a connection it should have closed: {data[:200]!r}"
             closed[connection] = time.monotonic()
         return closed
@@ -158,9 +174,13 @@ def test_idle_and_slow_connections_are_closed_after_the_idle_timeout_and_others_
         clients.idle(IDLE)
         clients.slow(SLOW)
         # Half a request that would trigger a run if a cut-off request were taken for a whole one.
-        clients.send_now(f"POST /admin/schedules/tick/trigger HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n".encode())
-        clients.send_now(f"POST /admin/schedules/tick/trigger HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-                         "Content-Length: 40\r\n\r\n{\"note\":".encode())
+        clients.send_now(
+            f"POST /admin/schedules/tick/trigger HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+        )
+        clients.send_now(
+            f"POST /admin/schedules/tick/trigger HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            'Content-Length: 40\r\n\r\n{"note":'.encode()
+        )
         status, seconds = server.get("/healthz")
         print(f"\n{IDLE} idle + {SLOW} slow connections open: GET /healthz answered in {seconds * 1000:.0f} ms")
         assert status == 200 and seconds < 2.0
@@ -184,8 +204,11 @@ def test_sigterm_stops_the_server_within_seconds_while_clients_idle_and_lets_a_m
     answer: dict = {}
 
     def run_now() -> None:
-        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/admin/schedules/tick/trigger", method="POST",
-                                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/admin/schedules/tick/trigger",
+            method="POST",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             answer.update(status=response.status, body=json.load(response))
 
@@ -202,8 +225,10 @@ def test_sigterm_stops_the_server_within_seconds_while_clients_idle_and_lets_a_m
         server.process.wait(timeout=30)
         stopped = time.monotonic() - signalled
         trigger.join(timeout=30)
-        print(f"\nSIGTERM with {IDLE} idle + {SLOW // 2} slow connections and a 2 s manual run in flight: "
-              f"idle connections closed in {idle_closed:.2f} s, process exited in {stopped:.2f} s")
+        print(
+            f"\nSIGTERM with {IDLE} idle + {SLOW // 2} slow connections and a 2 s manual run in flight: "
+            f"idle connections closed in {idle_closed:.2f} s, process exited in {stopped:.2f} s"
+        )
         assert idle_closed < 3 and stopped < 2 + 5
         assert server.process.returncode == 0 and "Admin server stopped" in server.log()
         assert answer["status"] == 200 and answer["body"]["succeeded"] == 1
@@ -222,11 +247,15 @@ def admin(database_url):
     server.close()
 
 
-@pytest.mark.parametrize("raw", [
-    b"[" * 60_000,
-    b'{"enabled": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
-    b'{"enabled": true, "note": ' + b'{"a": ' * 3_000 + b"1" + b"}" * 3_000 + b"}",
-], ids=["array", "in-a-field", "objects"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 60_000,
+        b'{"enabled": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b'{"enabled": true, "note": ' + b'{"a": ' * 3_000 + b"1" + b"}" * 3_000 + b"}",
+    ],
+    ids=["array", "in-a-field", "objects"],
+)
 def test_deeply_nested_json_is_a_400_and_changes_nothing(admin, raw):
     before = snapshot(admin.db)
     response = admin.request("PATCH", "/admin/schedules/feed-refresh", raw=raw)
@@ -236,26 +265,35 @@ def test_deeply_nested_json_is_a_400_and_changes_nothing(admin, raw):
 
 @pytest.mark.parametrize("header", ["Bearer {t}", "bearer {t}", "BEARER {t}", "bEaReR   {t}", "  Bearer {t}  "])
 def test_the_bearer_scheme_is_matched_case_insensitively(admin, header):
-    response = admin.request("GET", "/admin/workers", token=None, headers={"Authorization": header.format(t=ADMIN_TOKEN)})
+    response = admin.request(
+        "GET", "/admin/workers", token=None, headers={"Authorization": header.format(t=ADMIN_TOKEN)}
+    )
     assert response.status == 200
 
 
 @pytest.mark.parametrize("header", ["Basic {t}", "Bearer", "Bearer{t}", "Token {t}", "{t}"])
 def test_other_schemes_are_refused(admin, header):
-    response = admin.request("GET", "/admin/workers", token=None, headers={"Authorization": header.format(t=ADMIN_TOKEN)})
+    response = admin.request(
+        "GET", "/admin/workers", token=None, headers={"Authorization": header.format(t=ADMIN_TOKEN)}
+    )
     assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def jwt_with(**claims) -> str:
-    return jwt.encode({"sub": "carol", "role": "ADMIN", "exp": int(time.time()) + 600, **claims}, JWT_SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": "carol", "role": "ADMIN", "exp": int(time.time()) + 600, **claims}, JWT_SECRET, algorithm="HS256"
+    )
 
 
-@pytest.mark.parametrize("claims, status, fragment", [
-    ({"aud": "schedule-admin"}, 200, None),
-    ({"aud": ["billing", "schedule-admin"]}, 200, None),
-    ({"aud": "billing"}, 401, "audience is not accepted"),
-    ({}, 401, "audience is not accepted"),
-])
+@pytest.mark.parametrize(
+    "claims, status, fragment",
+    [
+        ({"aud": "schedule-admin"}, 200, None),
+        ({"aud": ["billing", "schedule-admin"]}, 200, None),
+        ({"aud": "billing"}, 401, "audience is not accepted"),
+        ({}, 401, "audience is not accepted"),
+    ],
+)
 def test_a_jwt_audience_is_checked_when_jwt_audience_is_set(admin, claims, status, fragment):
     response = admin.request("GET", "/admin/workers", token=jwt_with(**claims))
     assert response.status == status, response.body
@@ -277,8 +315,10 @@ def test_a_body_shorter_than_its_content_length_is_never_acted_on(admin):
     before = snapshot(admin.db)
     port = int(admin.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(f"PATCH /admin/schedules/feed-refresh HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-                           'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"enabled": true}'.encode())
+        connection.sendall(
+            f"PATCH /admin/schedules/feed-refresh HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"enabled": true}'.encode()
+        )
         connection.shutdown(socket.SHUT_WR)  # the client gives up: the server sees the end of the stream
         assert connection.recv(65536) == b""
     assert snapshot(admin.db) == before
@@ -317,9 +357,20 @@ def test_the_token_is_never_written_through_a_symbolic_link(tmp_path, dangling):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     (workdir / ".admin-token").symlink_to(target)
-    result = subprocess.run([sys.executable, str(ROOT / "admin_server.py")], cwd=workdir, capture_output=True, text=True,
-                            timeout=60, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOST": "127.0.0.1",
-                                             "PORT": "0", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "admin_server.py")],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        },
+    )
     assert result.returncode == 1 and "not a regular file" in result.stderr and "Traceback" not in result.stderr
     assert (target.read_text() == "precious\n") if not dangling else not target.exists()
 
@@ -347,7 +398,12 @@ def test_passwords_with_url_characters_are_parsed_and_never_shown(password, enco
     kind, params = parse_database_url(url)
     expected = password if encode else urllib.parse.unquote(password)  # as typed, %xx is still decoded
     assert (kind, params["host"], params["port"], params["password"], params["database"]) == (
-        "mysql", "db.internal", 3307, expected, "railway")
+        "mysql",
+        "db.internal",
+        3307,
+        expected,
+        "railway",
+    )
     assert redact_url(url) == "mysql://pwtest:***@db.internal:3307/railway"
     for broken in (url.replace("/railway", ""), url.replace(":3307", ":port"), url.replace("mysql:", "mysq1:")):
         with pytest.raises(ScheduleJobsError) as error:
@@ -357,11 +413,23 @@ def test_passwords_with_url_characters_are_parsed_and_never_shown(password, enco
 
 def start(args: list[str], database_url: str) -> subprocess.Popen:
     """One of the programs, its stdout and stderr captured together."""
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT),
-                                            "DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN, "PORT": "0",
-                                            "SCHEDULES_MODULE": "tests.sample_app", "TEST_MARKER_FILE": os.devnull,
-                                            "APP_ENV": "test"})
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": database_url,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "PORT": "0",
+            "SCHEDULES_MODULE": "tests.sample_app",
+            "TEST_MARKER_FILE": os.devnull,
+            "APP_ENV": "test",
+        },
+    )
 
 
 def finish(process: subprocess.Popen, stop: bool = False) -> tuple[int, str]:
@@ -378,10 +446,21 @@ def run_quietly(args: list[str], database_url: str) -> tuple[int, str]:
 
 def test_no_program_shows_the_password_when_the_database_is_unreachable():
     closed_port = f"127.0.0.1:{free_port()}"
-    urls = [(password, mysql_url(password, closed_port, "jobs", encode)) for password in PASSWORDS for encode in (True, False)]
+    urls = [
+        (password, mysql_url(password, closed_port, "jobs", encode))
+        for password in PASSWORDS
+        for encode in (True, False)
+    ]
     # All at once, to keep the test short: the daemons keep retrying the start-up, one line per attempt.
-    started = [(password, start(["schedule_daemon.py", "--health"], url), start(["admin_server.py"], url),
-                start(["schedule_daemon.py"], url)) for password, url in urls]
+    started = [
+        (
+            password,
+            start(["schedule_daemon.py", "--health"], url),
+            start(["admin_server.py"], url),
+            start(["schedule_daemon.py"], url),
+        )
+        for password, url in urls
+    ]
     results = [(password, finish(health), finish(admin), daemon) for password, health, admin, daemon in started]
     time.sleep(1)  # the daemons started with the others, which have all failed to connect by now
     for password, health, admin, daemon in results:
@@ -411,5 +490,7 @@ def test_a_password_with_url_characters_connects_to_mariadb_and_stays_out_of_the
         code, output = run_quietly(["schedule_daemon.py", "--once"], mysql_url(password, host_port, "pwtest", encode))
         assert code == 0 and "Synced 1 schedule definitions" in output, output
         assert "mysql://pwtest:***@" in output and leaks(output, password) == []
-    code, output = run_quietly(["schedule_daemon.py", "--health"], mysql_url(password + "-wrong", host_port, "pwtest", True))
+    code, output = run_quietly(
+        ["schedule_daemon.py", "--health"], mysql_url(password + "-wrong", host_port, "pwtest", True)
+    )
     assert code == 1 and "Access denied" in output and leaks(output, password) == []

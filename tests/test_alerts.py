@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -48,15 +47,23 @@ def daemons(database_url, tmp_path):
 
 
 def webhook_env(receiver: Receiver, **extra: str) -> dict[str, str]:
-    return {"SCHEDULES_MODULE": "tests.alert_app", "ALERT_WEBHOOK_URL": f"{receiver.url}{SECRET_PATH}?{SECRET_QUERY}",
-            **extra}
+    return {
+        "SCHEDULES_MODULE": "tests.alert_app",
+        "ALERT_WEBHOOK_URL": f"{receiver.url}{SECRET_PATH}?{SECRET_QUERY}",
+        **extra,
+    }
 
 
 def enable_flaky(db, cron="* * * * * *"):
     from scheduling import ScheduleDefinition
 
     wait_for(lambda: db.fetch_one("get_schedule", id="flaky"), 30, "the daemon to sync 'flaky'")
-    db.execute("enable_schedule", id="flaky", next_run_at=ScheduleDefinition("flaky", "", "", cron).next_after(now()), now=now())
+    db.execute(
+        "enable_schedule",
+        id="flaky",
+        next_run_at=ScheduleDefinition("flaky", "", "", cron).next_after(now()),
+        now=now(),
+    )
 
 
 def flaky_runs(db, status=None):
@@ -107,16 +114,30 @@ def test_a_skip_after_downtime_alerts_occurrence_missed(db, daemons, receiver):
     assert flaky_runs(db) == []
 
 
-def test_killing_the_only_daemon_alerts_daemon_down_from_the_admin_server_then_recovered(db, daemons, receiver, tmp_path):
+def test_killing_the_only_daemon_alerts_daemon_down_from_the_admin_server_then_recovered(
+    db, daemons, receiver, tmp_path
+):
     watch = {"HEALTH_MAX_HEARTBEAT_AGE_S": "2"}
     victim = daemons.start(**webhook_env(receiver, **watch))
     wait_for(lambda: db.fetch_all("running_workers", worker_type="schedule_daemon"), 30, "the daemon to register")
     log_path = tmp_path / "admin.log"
     with open(log_path, "wb") as log:
         admin = subprocess.Popen(
-            [sys.executable, str(ROOT / "admin_server.py")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": daemons.database_url, "APP_ENV": "test",
-                 "ADMIN_TOKEN": "test-admin-token-0123456789", "PORT": "0", **FAST, **webhook_env(receiver, **watch)})
+            [sys.executable, str(ROOT / "admin_server.py")],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": daemons.database_url,
+                "APP_ENV": "test",
+                "ADMIN_TOKEN": "test-admin-token-0123456789",
+                "PORT": "0",
+                **FAST,
+                **webhook_env(receiver, **watch),
+            },
+        )
     try:
         wait_for(lambda: "Alerts on" in log_path.read_text(), 30, "the admin server's watchdog to start")
         victim.send_signal(signal.SIGKILL)
@@ -143,8 +164,9 @@ def test_an_unreachable_webhook_leaves_scheduling_on_time(db, daemons, tmp_path)
     black_hole.listen(128)
     url = f"http://127.0.0.1:{black_hole.getsockname()[1]}{SECRET_PATH}?{SECRET_QUERY}"
     try:
-        daemon = daemons.start(SCHEDULES_MODULE="tests.alert_app", ALERT_WEBHOOK_URL=url, ALERT_REPEAT_S="0",
-                               TEST_FAIL="always")
+        daemon = daemons.start(
+            SCHEDULES_MODULE="tests.alert_app", ALERT_WEBHOOK_URL=url, ALERT_REPEAT_S="0", TEST_FAIL="always"
+        )
         enable_flaky(db)
         wait_for(lambda: len(flaky_runs(db)) >= 8, 30, "eight runs")
         runs = sorted(flaky_runs(db), key=lambda r: r["scheduledFor"])[:8]
@@ -154,8 +176,9 @@ def test_an_unreachable_webhook_leaves_scheduling_on_time(db, daemons, tmp_path)
         assert max(lateness) < 2.5, lateness
         span = (runs[-1]["scheduledFor"] - runs[0]["scheduledFor"]).total_seconds()
         assert span <= 10, f"8 runs took {span}s of occurrences: occurrences were skipped"
-        outbox = wait_for(lambda: [a for a in db.fetch_all("list_alerts", limit=100) if a["lastError"]], 30,
-                          "a delivery to time out")
+        outbox = wait_for(
+            lambda: [a for a in db.fetch_all("list_alerts", limit=100) if a["lastError"]], 30, "a delivery to time out"
+        )
         assert all(a["status"] == "PENDING" and "timed out" in a["lastError"] for a in outbox)
         wait_for(lambda: "run_failed to http://127.0.0.1:" in daemons.log_of(daemon), 10, "the failure's log line")
         assert_no_secret(daemons.log_of(daemon))
@@ -170,8 +193,11 @@ def test_pings_start_then_success_or_fail_for_each_cron_occurrence_in_order(db, 
     db.execute("disable_schedule", id="flaky", now=now())
     wait_for(lambda: db.fetch_one("get_schedule", id="flaky")["lockedAt"] is None, 30, "the last run to end")
     runs = sorted(flaky_runs(db), key=lambda r: r["scheduledFor"])
-    expected = [p for r in runs for p in ("/ping/0f6c-uuid/start",
-                                          "/ping/0f6c-uuid" if r["status"] == "COMPLETED" else "/ping/0f6c-uuid/fail")]
+    expected = [
+        p
+        for r in runs
+        for p in ("/ping/0f6c-uuid/start", "/ping/0f6c-uuid" if r["status"] == "COMPLETED" else "/ping/0f6c-uuid/fail")
+    ]
     wait_for(lambda: len(receiver.requests) >= len(expected), 15, "every ping")
     assert [(r.method, r.path) for r in receiver.requests] == [("GET", p) for p in expected]
     assert {r["status"] for r in runs} == {"COMPLETED", "FAILED"}
@@ -204,7 +230,10 @@ def test_a_failing_schedule_alerts_once_then_recovers_and_manual_runs_never_aler
     service.deliver_due(now())
     bodies = receiver.alerts()
     assert [(b["event"], b["runId"], b["error"]) for b in bodies] == [
-        ("run_failed", 1, "ValueError: first"), ("recovered", None, None), ("run_failed", 4, "ValueError: again")]
+        ("run_failed", 1, "ValueError: first"),
+        ("recovered", None, None),
+        ("run_failed", 4, "ValueError: again"),
+    ]
     assert all(a["status"] == "SENT" for a in db.fetch_all("list_alerts", limit=10))
     service.deliver_due(now())
     assert len(receiver.alerts()) == 3, "a sent alert is not sent again"
@@ -215,8 +244,11 @@ def test_a_schedule_that_keeps_failing_repeats_after_alert_repeat_s_with_the_cou
 
     def fail(run_id: int, after_s: float) -> bool:
         at = t0 + timedelta(seconds=after_s)
-        return service.went_wrong("failing:s2", Alert(Event.RUN_FAILED, f"run_failed:{run_id}", f"run {run_id} failed",
-                                                      at, "s2", "job.b", run_id, "E"), counts=True)
+        return service.went_wrong(
+            "failing:s2",
+            Alert(Event.RUN_FAILED, f"run_failed:{run_id}", f"run {run_id} failed", at, "s2", "job.b", run_id, "E"),
+            counts=True,
+        )
 
     assert [fail(1, 0), fail(2, 10), fail(3, 20), fail(4, 3599)] == [True, False, False, False]
     assert fail(5, 3601) is True
@@ -239,7 +271,9 @@ def test_the_watchdog_alerts_overdue_and_daemon_down_once_and_recovers(db, servi
     assert [e for e, _ in outbox(db)] == ["daemon_down", "recovered", "schedule_overdue"]
     db.execute("enable_schedule", id="late", next_run_at=at, now=at)  # no-op: already enabled
     db.execute("disable_schedule", id="late", now=at)
-    db.execute("enable_schedule", id="late", next_run_at=ScheduleDefinition("late", "", "", "* * * * *").next_after(at), now=at)
+    db.execute(
+        "enable_schedule", id="late", next_run_at=ScheduleDefinition("late", "", "", "* * * * *").next_after(at), now=at
+    )
     service.watch(at + timedelta(seconds=3))
     events = outbox(db)
     assert [e for e, _ in events] == ["daemon_down", "recovered", "schedule_overdue", "recovered"]
@@ -264,22 +298,42 @@ def test_queue_mode_alerts_each_failed_run_once_and_pings_start_and_fail(db, dae
 
         if skip_locked_problem(db.fetch_one("server_version")["version"]):
             pytest.skip("this MySQL server has no SKIP LOCKED")
-    env = webhook_env(receiver, EXECUTION_MODE="queue", TEST_FAIL="always", ALERT_REPEAT_S="0",
-                      TEST_PING_URL=f"{receiver.url}/ping/q-uuid", TEST_CRON="* * * * * */2")
+    env = webhook_env(
+        receiver,
+        EXECUTION_MODE="queue",
+        TEST_FAIL="always",
+        ALERT_REPEAT_S="0",
+        TEST_PING_URL=f"{receiver.url}/ping/q-uuid",
+        TEST_CRON="* * * * * */2",
+    )
     daemons.start(**env)
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "schedule_daemon.py"), "--worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": daemons.database_url, "APP_ENV": "test",
-                 "JOB_WORKER_POLL_INTERVAL_MS": "200", **FAST, **env})
+            [sys.executable, str(ROOT / "schedule_daemon.py"), "--worker"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": daemons.database_url,
+                "APP_ENV": "test",
+                "JOB_WORKER_POLL_INTERVAL_MS": "200",
+                **FAST,
+                **env,
+            },
+        )
     try:
         enable_flaky(db, "* * * * * */2")
         wait_for(lambda: len(flaky_runs(db, "FAILED")) >= 2, 30, "two failed queued runs")
         db.execute("disable_schedule", id="flaky", now=now())
         wait_for(lambda: not flaky_runs(db, "QUEUED") and not flaky_runs(db, "RUNNING"), 30, "the queue to drain")
         failed = [r["id"] for r in flaky_runs(db, "FAILED")]
-        wait_for(lambda: sorted(a["runId"] for a in receiver.alerts("run_failed")) == sorted(failed), 30,
-                 "one run_failed per failed run")
+        wait_for(
+            lambda: sorted(a["runId"] for a in receiver.alerts("run_failed")) == sorted(failed),
+            30,
+            "one run_failed per failed run",
+        )
         wait_for(lambda: len([r for r in receiver.requests if r.method == "GET"]) >= 2 * len(failed), 15, "the pings")
         pings = [r.path for r in receiver.requests if r.method == "GET"]  # from two processes: counted, not ordered
         assert pings.count("/ping/q-uuid/start") == pings.count("/ping/q-uuid/fail") == len(failed)
@@ -381,7 +435,9 @@ def test_a_slow_webhook_gets_each_alert_once_from_two_senders(db, database_url, 
     settings = Settings.from_env({"ALERT_WEBHOOK_URL": receiver.url + "/hook", "HEARTBEAT_INTERVAL_MS": "30000"})
     first, second = (AlertService(Database.from_url(database_url), settings, f"sender-{i}") for i in range(2))
     for n in range(3):
-        first.queue(first.db, Alert(Event.RUN_FAILED, f"run_failed:{n}", f"run {n} failed", now(), "s1", "j", n, "boom"))
+        first.queue(
+            first.db, Alert(Event.RUN_FAILED, f"run_failed:{n}", f"run {n} failed", now(), "s1", "j", n, "boom")
+        )
     round_start = first.db.now()
     sending = threading.Thread(target=first.deliver_due, args=(round_start,))
     sending.start()
@@ -397,18 +453,36 @@ def test_a_slow_webhook_gets_each_alert_once_from_two_senders(db, database_url, 
 def test_alerts_for_webhooks_this_process_does_not_know_neither_starve_nor_wake_its_sender(db, service, receiver):
     at = now()
     for n in range(60):  # queued by processes with another ALERT_WEBHOOK_URL, whose senders are away
-        db.execute("insert_alert", dedup_key=f"elsewhere:{n}", target="0123456789abcdef", event="run_failed",
-                   schedule_id="s9", run_id=None, body="{}", now=at - timedelta(seconds=1))
+        db.execute(
+            "insert_alert",
+            dedup_key=f"elsewhere:{n}",
+            target="0123456789abcdef",
+            event="run_failed",
+            schedule_id="s9",
+            run_id=None,
+            body="{}",
+            now=at - timedelta(seconds=1),
+        )
     assert service.seconds_until_next_delivery(at) is None  # nothing of ours is due: no polling
     alerts.run_failed(db, "s1", "job.a", 1, "ValueError: mine", "CRON")
     service.deliver_due(db.now())
     assert [a["runId"] for a in receiver.alerts("run_failed")] == [1]
     assert service.seconds_until_next_delivery(at) is None
 
-    db.execute("insert_alert", dedup_key="stale", target="0123456789abcdef", event="run_failed", schedule_id="s9",
-               run_id=None, body="{}", now=at - alerts.GIVE_UP_AFTER - alerts.SEND_LEASE - timedelta(seconds=1))
+    db.execute(
+        "insert_alert",
+        dedup_key="stale",
+        target="0123456789abcdef",
+        event="run_failed",
+        schedule_id="s9",
+        run_id=None,
+        body="{}",
+        now=at - alerts.GIVE_UP_AFTER - alerts.SEND_LEASE - timedelta(seconds=1),
+    )
     service.housekeep(at)
-    statuses = collections.Counter((a["dedupKey"] == "stale", a["status"]) for a in db.fetch_all("list_alerts", limit=100))
+    statuses = collections.Counter(
+        (a["dedupKey"] == "stale", a["status"]) for a in db.fetch_all("list_alerts", limit=100)
+    )
     assert statuses == {(True, "GAVE_UP"): 1, (False, "PENDING"): 60, (False, "SENT"): 1}
 
 
@@ -461,11 +535,31 @@ def test_a_recovery_whose_commit_answer_is_lost_still_alerts_its_failed_run(db, 
 
     at = now()
     db.execute("insert_schedule", id="s1", name="S1", cron="* * * * *", timezone="UTC", now=at)
-    db.execute("register_worker", id="dead-1", worker_type="schedule_daemon", hostname="h", pid=1,
-               now=at - timedelta(minutes=5))
-    run_id = db.insert("insert_run", job_name="job.a", trigger="CRON", schedule_id="s1", scheduled_for=at, batch_id=None,
-                       attempt=1, status="RUNNING", worker_id="dead-1", queued_at=None, started_at=at, completed_at=None,
-                       duration_ms=None, error=None, now=at)
+    db.execute(
+        "register_worker",
+        id="dead-1",
+        worker_type="schedule_daemon",
+        hostname="h",
+        pid=1,
+        now=at - timedelta(minutes=5),
+    )
+    run_id = db.insert(
+        "insert_run",
+        job_name="job.a",
+        trigger="CRON",
+        schedule_id="s1",
+        scheduled_for=at,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id="dead-1",
+        queued_at=None,
+        started_at=at,
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=at,
+    )
     parts = urllib.parse.urlsplit(database_url)
     proxy = FaultProxy(parts.hostname, parts.port)
     cut = Database.from_url(proxy.url(parts.path.strip("/")))
@@ -482,7 +576,9 @@ def test_a_recovery_whose_commit_answer_is_lost_still_alerts_its_failed_run(db, 
         proxy.close()
 
 
-def test_a_failed_runs_alert_during_a_short_database_outage_is_retried_not_lost(db, database_url, receiver, monkeypatch):
+def test_a_failed_runs_alert_during_a_short_database_outage_is_retried_not_lost(
+    db, database_url, receiver, monkeypatch
+):
     if db.kind != "mysql":
         pytest.skip("SQLite has no connection to lose")
     import urllib.parse
@@ -512,13 +608,35 @@ def test_prune_history_deletes_old_sent_alerts_and_keeps_pending_ones(db):
 
     at = now()
     for key, age_days, status in (("old-sent", 40, "SENT"), ("old-pending", 40, "PENDING"), ("new-sent", 1, "SENT")):
-        db.execute("insert_alert", dedup_key=key, target="t", event="run_failed", schedule_id=None, run_id=None,
-                   body="{}", now=at - timedelta(days=age_days))
+        db.execute(
+            "insert_alert",
+            dedup_key=key,
+            target="t",
+            event="run_failed",
+            schedule_id=None,
+            run_id=None,
+            body="{}",
+            now=at - timedelta(days=age_days),
+        )
         if status == "SENT":
             db.execute("alert_sent", id=db.fetch_all("list_alerts", limit=1)[0]["id"], now=at)
-    run_id = db.insert("insert_run", job_name="maintenance.prune_history", trigger="CRON", schedule_id=None,
-                       scheduled_for=at, batch_id=None, attempt=1, status="RUNNING", worker_id=None, queued_at=None,
-                       started_at=at, completed_at=None, duration_ms=None, error=None, now=at)
+    run_id = db.insert(
+        "insert_run",
+        job_name="maintenance.prune_history",
+        trigger="CRON",
+        schedule_id=None,
+        scheduled_for=at,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id=None,
+        queued_at=None,
+        started_at=at,
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=at,
+    )
     prune_history(JobContext(run_id, "maintenance.prune_history", None, at, "CRON", 1, db, lambda level, message: None))
     assert sorted(a["dedupKey"] for a in db.fetch_all("list_alerts", limit=10)) == ["new-sent", "old-pending"]
 
@@ -532,8 +650,12 @@ def test_a_bad_ping_url_is_a_definition_problem_naming_the_schedule_and_field(ur
     registry.job(group="g", name="g.job")(lambda ctx: None)
     problems = schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url=url)], registry)
     assert len(problems) == 1 and problems[0].startswith("schedule 'pinged': field 'ping_url':"), problems
-    assert schedule_problems([ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url="https://hc-ping.com/5f1c")],
-                             registry) == []
+    assert (
+        schedule_problems(
+            [ScheduleDefinition("pinged", "P", "", "* * * * *", ping_url="https://hc-ping.com/5f1c")], registry
+        )
+        == []
+    )
 
 
 def test_an_occurrence_skipped_by_the_overlap_policy_alerts_occurrence_missed(db, daemons, receiver):
@@ -541,6 +663,8 @@ def test_an_occurrence_skipped_by_the_overlap_policy_alerts_occurrence_missed(db
     enable_flaky(db)
     missed = wait_for(lambda: receiver.alerts("occurrence_missed"), 30, "occurrence_missed")
     assert "previous run still running (overlap policy SKIP)" in missed[0]["text"]
-    skips = {r["id"] for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="flaky", job_name="*",
-                                           before=None, limit=100)}
+    skips = {
+        r["id"]
+        for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="flaky", job_name="*", before=None, limit=100)
+    }
     assert missed[0]["runId"] in skips

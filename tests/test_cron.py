@@ -31,19 +31,19 @@ ZONES = {
     "Asia/Kolkata": "no daylight saving",
 }
 CRONS = (
-    "* * * * * *",      # every second
-    "* * * * * */7",    # every 7 seconds
-    "* * * * *",        # every minute
+    "* * * * * *",  # every second
+    "* * * * * */7",  # every 7 seconds
+    "* * * * *",  # every minute
     "*/7 * * * *",
-    "0 * * * *",        # hourly
-    "15 */2 * * *",     # every two hours
-    "30 2 * * *",       # daily, inside New York's gap (spring) and beside its repeated hour
-    "30 1 * * *",       # daily, inside New York's repeated hour (fall)
-    "0 0 * * *",        # daily at midnight: inside Santiago's and Havana's gap
-    "15 2 * * *",       # inside Lord Howe's 30-minute gap
-    "0 3 * * *",        # inside Chatham's gap (02:45-03:45)
-    "0,30 0-3 * * *",   # several per night, some inside every gap
-    "0 12 */2 * 1",     # Vixie: odd days that are Mondays
+    "0 * * * *",  # hourly
+    "15 */2 * * *",  # every two hours
+    "30 2 * * *",  # daily, inside New York's gap (spring) and beside its repeated hour
+    "30 1 * * *",  # daily, inside New York's repeated hour (fall)
+    "0 0 * * *",  # daily at midnight: inside Santiago's and Havana's gap
+    "15 2 * * *",  # inside Lord Howe's 30-minute gap
+    "0 3 * * *",  # inside Chatham's gap (02:45-03:45)
+    "0,30 0-3 * * *",  # several per night, some inside every gap
+    "0 12 */2 * 1",  # Vixie: odd days that are Mondays
 )
 AROUND = [timedelta(0), timedelta(microseconds=1), timedelta(seconds=1), timedelta(minutes=30)]
 
@@ -61,13 +61,20 @@ def mismatches(expression, zone_name, fires, instants):
     zone, found = ZoneInfo(zone_name), []
     for t in instants:
         for asked in (t, t.astimezone(zone)):
-            for name, got, want in (("next_after", next_after(expression, zone_name, asked), fires.next_after(t)),
-                                    ("latest_at_or_before", latest_at_or_before(expression, zone_name, asked),
-                                     fires.latest_at_or_before(t))):
+            for name, got, want in (
+                ("next_after", next_after(expression, zone_name, asked), fires.next_after(t)),
+                (
+                    "latest_at_or_before",
+                    latest_at_or_before(expression, zone_name, asked),
+                    fires.latest_at_or_before(t),
+                ),
+            ):
                 assert want is not None, f"oracle window too small for {expression!r} at {t}"
                 if got != want:
-                    found.append(f"{name}({expression!r}, {zone_name}, {asked.isoformat()}) = "
-                                 f"{got.astimezone(zone).isoformat()}, oracle {want.astimezone(zone).isoformat()}")
+                    found.append(
+                        f"{name}({expression!r}, {zone_name}, {asked.isoformat()}) = "
+                        f"{got.astimezone(zone).isoformat()}, oracle {want.astimezone(zone).isoformat()}"
+                    )
     return found
 
 
@@ -118,8 +125,9 @@ def field(low, high, star_weight=1):
     )
 
 
-expressions = st.tuples(field(0, 59), field(0, 23), field(1, 31, 4), field(1, 12, 4), field(0, 7, 4),
-                        st.one_of(st.none(), field(0, 59))).map(lambda f: " ".join(x for x in f if x is not None))
+expressions = st.tuples(
+    field(0, 59), field(0, 23), field(1, 31, 4), field(1, 12, 4), field(0, 7, 4), st.one_of(st.none(), field(0, 59))
+).map(lambda f: " ".join(x for x in f if x is not None))
 
 
 def oracle_answers(expression, zone_name, t):
@@ -138,13 +146,21 @@ def oracle_answers(expression, zone_name, t):
 
 
 @settings(max_examples=60 * SWEEP, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(expression=expressions, zone_name=st.sampled_from(sorted(ZONES)), near_change=st.booleans(),
-       shift=st.floats(-3 * 3600, 3 * 3600), pick=st.integers(0, 10**6))
+@given(
+    expression=expressions,
+    zone_name=st.sampled_from(sorted(ZONES)),
+    near_change=st.booleans(),
+    shift=st.floats(-3 * 3600, 3 * 3600),
+    pick=st.integers(0, 10**6),
+)
 def test_any_expression_matches_the_oracle(expression, zone_name, near_change, shift, pick):
     assume(cron_problem(expression) is None)
     changes = changes_of(zone_name)
-    center = changes[pick % len(changes)].at if near_change and changes else \
-        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=pick * 31.5)
+    center = (
+        changes[pick % len(changes)].at
+        if near_change and changes
+        else datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=pick * 31.5)
+    )
     t = center + timedelta(seconds=shift)
     answers = oracle_answers(expression, zone_name, t)
     assume(answers is not None)
@@ -166,24 +182,33 @@ def test_oracle_new_york_spring_forward_and_fall_back():
     assert local_times("30 2 * * *", "America/New_York", start, end) == ["03-08 03:30:00-0400", "03-09 02:30:00-0400"]
     start, end = datetime(2026, 10, 31, 12, tzinfo=NEW_YORK), datetime(2026, 11, 2, 12, tzinfo=NEW_YORK)
     assert local_times("30 1 * * *", "America/New_York", start, end) == ["11-01 01:30:00-0400", "11-02 01:30:00-0500"]
-    assert local_times("0 * * * *", "America/New_York", datetime(2026, 11, 1, 0, 30, tzinfo=NEW_YORK),
-                       datetime(2026, 11, 1, 3, 30, tzinfo=NEW_YORK)) == [
-        "11-01 01:00:00-0400", "11-01 02:00:00-0500", "11-01 03:00:00-0500"]
+    assert local_times(
+        "0 * * * *",
+        "America/New_York",
+        datetime(2026, 11, 1, 0, 30, tzinfo=NEW_YORK),
+        datetime(2026, 11, 1, 3, 30, tzinfo=NEW_YORK),
+    ) == ["11-01 01:00:00-0400", "11-01 02:00:00-0500", "11-01 03:00:00-0500"]
 
 
 def test_oracle_lord_howe_half_hour_gap():
     zone = ZoneInfo("Australia/Lord_Howe")  # 2026-10-04 02:00 +10:30 becomes 02:30 +11:00
-    assert local_times("15,45 2 * * *", "Australia/Lord_Howe", datetime(2026, 10, 4, 1, tzinfo=zone),
-                       datetime(2026, 10, 4, 4, tzinfo=zone)) == ["10-04 02:45:00+1100"]
+    assert local_times(
+        "15,45 2 * * *",
+        "Australia/Lord_Howe",
+        datetime(2026, 10, 4, 1, tzinfo=zone),
+        datetime(2026, 10, 4, 4, tzinfo=zone),
+    ) == ["10-04 02:45:00+1100"]
 
 
 def test_oracle_santiago_midnight_changes():
     # 2026-09-06 00:00 -04 becomes 01:00 -03; 2026-04-05 00:00 -03 becomes 04-04 23:00 -04
     zone = ZoneInfo("America/Santiago")
-    assert local_times("0 0 * * *", "America/Santiago", datetime(2026, 9, 5, 12, tzinfo=zone),
-                       datetime(2026, 9, 7, 12, tzinfo=zone)) == ["09-06 01:00:00-0300", "09-07 00:00:00-0300"]
-    assert local_times("30 23 * * *", "America/Santiago", datetime(2026, 4, 4, 12, tzinfo=zone),
-                       datetime(2026, 4, 5, 12, tzinfo=zone)) == ["04-04 23:30:00-0300"]
+    assert local_times(
+        "0 0 * * *", "America/Santiago", datetime(2026, 9, 5, 12, tzinfo=zone), datetime(2026, 9, 7, 12, tzinfo=zone)
+    ) == ["09-06 01:00:00-0300", "09-07 00:00:00-0300"]
+    assert local_times(
+        "30 23 * * *", "America/Santiago", datetime(2026, 4, 4, 12, tzinfo=zone), datetime(2026, 4, 5, 12, tzinfo=zone)
+    ) == ["04-04 23:30:00-0300"]
 
 
 # -- the cases from the issue, and classic cron on change days -----------------------------------------
@@ -201,7 +226,7 @@ def fire_times_on(expression, day, zone="America/New_York"):
 
 
 SPRING_FORWARD = datetime(2026, 3, 8)  # 02:00 EST -> 03:00 EDT
-FALL_BACK = datetime(2026, 11, 1)      # 02:00 EDT -> 01:00 EST
+FALL_BACK = datetime(2026, 11, 1)  # 02:00 EDT -> 01:00 EST
 
 
 def test_job_in_the_skipped_spring_forward_hour_runs_once():
@@ -236,8 +261,14 @@ def test_midnight_job_keeps_its_day_from_inside_a_repeated_hour_ending_at_midnig
 
 def test_every_second_through_the_repeated_hour_never_goes_back_in_time():
     second_pass = datetime(2026, 11, 1, 1, 30, tzinfo=NEW_YORK, fold=1)
-    assert next_after("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z") == "02:00:00 EST"
-    assert latest_at_or_before("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z") == "01:59:59 EDT"
+    assert (
+        next_after("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z")
+        == "02:00:00 EST"
+    )
+    assert (
+        latest_at_or_before("* * * * * *", "America/New_York", second_pass).astimezone(NEW_YORK).strftime("%H:%M:%S %Z")
+        == "01:59:59 EDT"
+    )
 
 
 def test_instants_that_compare_equal_but_differ_in_fold_are_not_confused():
@@ -255,19 +286,26 @@ def test_naive_instants_are_refused():
         next_after("* * * * *", "UTC", datetime(2026, 1, 1))
 
 
-@pytest.mark.parametrize("expression, after, expected", [
-    ("0 2 * * *", datetime(2026, 1, 10, 2, 0, tzinfo=UTC), datetime(2026, 1, 11, 2, 0, tzinfo=UTC)),
-    ("*/15 * * * *", datetime(2026, 1, 10, 2, 7, 30, tzinfo=UTC), datetime(2026, 1, 10, 2, 15, tzinfo=UTC)),
-    ("* * * * * */10", datetime(2026, 1, 10, 2, 0, 0, 500000, tzinfo=UTC), datetime(2026, 1, 10, 2, 0, 10, tzinfo=UTC)),
-    ("0 9 * * 1", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 12, 9, 0, tzinfo=UTC)),
-    ("@weekly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),      # Sunday 00:00
-    ("@monthly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
-    ("@yearly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
-    ("@annually", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
-    ("@daily", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
-    ("@midnight", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
-    ("@hourly", datetime(2026, 1, 10, 5, 1, tzinfo=UTC), datetime(2026, 1, 10, 6, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "expression, after, expected",
+    [
+        ("0 2 * * *", datetime(2026, 1, 10, 2, 0, tzinfo=UTC), datetime(2026, 1, 11, 2, 0, tzinfo=UTC)),
+        ("*/15 * * * *", datetime(2026, 1, 10, 2, 7, 30, tzinfo=UTC), datetime(2026, 1, 10, 2, 15, tzinfo=UTC)),
+        (
+            "* * * * * */10",
+            datetime(2026, 1, 10, 2, 0, 0, 500000, tzinfo=UTC),
+            datetime(2026, 1, 10, 2, 0, 10, tzinfo=UTC),
+        ),
+        ("0 9 * * 1", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 12, 9, 0, tzinfo=UTC)),
+        ("@weekly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),  # Sunday 00:00
+        ("@monthly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        ("@yearly", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+        ("@annually", datetime(2026, 1, 10, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+        ("@daily", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
+        ("@midnight", datetime(2026, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
+        ("@hourly", datetime(2026, 1, 10, 5, 1, tzinfo=UTC), datetime(2026, 1, 10, 6, tzinfo=UTC)),
+    ],
+)
 def test_next_after_is_strictly_after(expression, after, expected):
     assert next_after(expression, "UTC", after) == expected
 
@@ -287,34 +325,39 @@ def test_day_of_month_and_day_of_week_follow_vixie_cron():
 
 
 def test_time_zone_shifts_the_occurrence():
-    assert next_after("0 2 * * *", "Europe/Paris", datetime(2026, 1, 10, tzinfo=UTC)) == datetime(2026, 1, 10, 1, 0, tzinfo=UTC)
+    assert next_after("0 2 * * *", "Europe/Paris", datetime(2026, 1, 10, tzinfo=UTC)) == datetime(
+        2026, 1, 10, 1, 0, tzinfo=UTC
+    )
 
 
 # -- validation --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("* * * *", "'* * * *' has 4 fields"),
-    ("* * * * * * *", "has 7 fields"),
-    ("61 * * * *", "minute '61' is not valid (use 0-59"),
-    ("* 24 * * *", "hour '24' is not valid (use 0-23"),
-    ("* * 0 * *", "day of month '0' is not valid"),
-    ("* * * 13 *", "month '13' is not valid"),
-    ("* * * * 8", "day of week '8' is not valid"),
-    ("* * * * * 60", "second '60' is not valid"),
-    ("*/0 * * * *", "minute '*/0' is not valid"),
-    ("a b c d e", "minute 'a' is not valid"),
-    ("R * * * *", "minute 'R': R (random) and H (hashed) are not supported"),
-    ("0 H(0-5) * * *", "hour 'H(0-5)': R (random) and H (hashed) are not supported"),
-    ("50-10 * * * *", "minute '50-10': range 50-10 starts after it ends"),
-    ("0 9 * * fri-mon", "day of week 'fri-mon': range fri-mon starts after it ends"),
-    ("0 0 1 dec-jan *", "month 'dec-jan': range dec-jan starts after it ends"),
-    ("0 0 31 2 *", "'0 0 31 2 *' can never fire: day of month '31' never occurs in month '2' (February)"),
-    ("0 0 30 2 *", "can never fire: day of month '30' never occurs in month '2' (February)"),
-    ("0 0 31 4,6,9,11 *", "never occurs in month '4,6,9,11' (April, June, September, November)"),
-    ("0 0 31 2 */7", "can never fire"),  # day of week starts with '*': both must match
-    ("@reboot", "'@reboot' is not a known nickname (use @yearly, @annually"),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("* * * *", "'* * * *' has 4 fields"),
+        ("* * * * * * *", "has 7 fields"),
+        ("61 * * * *", "minute '61' is not valid (use 0-59"),
+        ("* 24 * * *", "hour '24' is not valid (use 0-23"),
+        ("* * 0 * *", "day of month '0' is not valid"),
+        ("* * * 13 *", "month '13' is not valid"),
+        ("* * * * 8", "day of week '8' is not valid"),
+        ("* * * * * 60", "second '60' is not valid"),
+        ("*/0 * * * *", "minute '*/0' is not valid"),
+        ("a b c d e", "minute 'a' is not valid"),
+        ("R * * * *", "minute 'R': R (random) and H (hashed) are not supported"),
+        ("0 H(0-5) * * *", "hour 'H(0-5)': R (random) and H (hashed) are not supported"),
+        ("50-10 * * * *", "minute '50-10': range 50-10 starts after it ends"),
+        ("0 9 * * fri-mon", "day of week 'fri-mon': range fri-mon starts after it ends"),
+        ("0 0 1 dec-jan *", "month 'dec-jan': range dec-jan starts after it ends"),
+        ("0 0 31 2 *", "'0 0 31 2 *' can never fire: day of month '31' never occurs in month '2' (February)"),
+        ("0 0 30 2 *", "can never fire: day of month '30' never occurs in month '2' (February)"),
+        ("0 0 31 4,6,9,11 *", "never occurs in month '4,6,9,11' (April, June, September, November)"),
+        ("0 0 31 2 */7", "can never fire"),  # day of week starts with '*': both must match
+        ("@reboot", "'@reboot' is not a known nickname (use @yearly, @annually"),
+    ],
+)
 def test_bad_cron_is_one_line_naming_the_field(expression, message):
     problem = cron_problem(expression)
     assert problem is not None and message in problem, problem
@@ -327,10 +370,25 @@ def test_problems_quote_at_most_about_60_characters_of_the_input():
     assert len(zone_problem("Mars/" + "x" * 500)) < 150
 
 
-@pytest.mark.parametrize("expression", [
-    "*/15 * * * *", "* * * * * */5", "0 0 29 2 *", "0 0 31 2 1", "0 9 * * mon-fri", "0 0 L * *", "@yearly",
-    "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", " @daily ",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "*/15 * * * *",
+        "* * * * * */5",
+        "0 0 29 2 *",
+        "0 0 31 2 1",
+        "0 9 * * mon-fri",
+        "0 0 L * *",
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+        " @daily ",
+    ],
+)
 def test_good_cron_has_no_problem(expression):
     assert cron_problem(expression) is None
 
@@ -340,14 +398,22 @@ def test_zone_problem():
     assert "not a known IANA time zone" in zone_problem("Mars/Olympus")
 
 
-@pytest.mark.parametrize("expression, warned", [
-    ("*/10 * * * * *", ("fires every second (60 times) during minutes 0,10,20,30,40,50 of each matching hour; "
-                        "if the first field was meant as seconds, write '* * * * * */10'")),
-    ("0 * * * * *", "during minute 0 of each matching hour"),
-    ("* * * * * *", None),
-    ("* * * * * */10", None),
-    ("*/10 * * * *", None),
-])
+@pytest.mark.parametrize(
+    "expression, warned",
+    [
+        (
+            "*/10 * * * * *",
+            (
+                "fires every second (60 times) during minutes 0,10,20,30,40,50 of each matching hour; "
+                "if the first field was meant as seconds, write '* * * * * */10'"
+            ),
+        ),
+        ("0 * * * * *", "during minute 0 of each matching hour"),
+        ("* * * * * *", None),
+        ("* * * * * */10", None),
+        ("*/10 * * * *", None),
+    ],
+)
 def test_seconds_first_six_field_crons_are_explained(expression, warned):
     warning = seconds_last_warning(expression)
     assert warning == warned if warned is None else warned in warning

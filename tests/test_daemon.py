@@ -2,13 +2,12 @@
 
 from datetime import datetime, timedelta, timezone
 
-
 from jobs import JobRegistry
-from tests.inprocess import InProcessPool
 from runner import Presence, recover, sync_definitions
 from schedule_daemon import ScheduleDaemon
 from scheduling import App, ScheduleDefinition
 from settings import Settings
+from tests.inprocess import InProcessPool
 
 T0 = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
@@ -25,6 +24,7 @@ def make_app(*schedules, calls=None, fail=()):
             ctx.log(f"{name} ran")
             if name in fail:
                 raise RuntimeError(f"{name} broke")
+
         return run
 
     registry.job(group="g", name="a")(body("a"))
@@ -42,8 +42,9 @@ def make_daemon(db, app, **env):
 
 def register(daemon, now):
     """Register the daemon's WorkerInstance without its heartbeat thread: the tests move time themselves."""
-    daemon.db.insert("register_worker", id=daemon.presence.id, worker_type="schedule_daemon", hostname="test",
-                     pid=1, now=now)
+    daemon.db.insert(
+        "register_worker", id=daemon.presence.id, worker_type="schedule_daemon", hostname="test", pid=1, now=now
+    )
     sync_definitions(daemon.db, daemon.app, now)
 
 
@@ -76,7 +77,9 @@ def test_sync_creates_missing_schedules_disabled_and_never_touches_enabled(db):
 
 
 def test_sync_reschedules_a_changed_cron_and_unschedules_rows_not_in_code(db):
-    app, _ = make_app(ScheduleDefinition("s", "S", "", "0 * * * *"), ScheduleDefinition("gone", "Gone", "", "* * * * *"))
+    app, _ = make_app(
+        ScheduleDefinition("s", "S", "", "0 * * * *"), ScheduleDefinition("gone", "Gone", "", "* * * * *")
+    )
     sync_definitions(db, app, T0)
     enable(db, "s", T0 + 3600 * SECOND)
     enable(db, "gone", T0 + 60 * SECOND)
@@ -102,7 +105,10 @@ def test_due_schedule_runs_its_jobs_in_order_once_and_moves_to_the_next_occurren
     assert row["nextRunAt"] == T0 + 60 * SECOND and row["lockedAt"] is None and row["lockedBy"] is None
     assert (row["runCount"], row["failureCount"]) == (1, 0) and row["lastRunAt"] == T0
     recorded = runs(db, scheduleId="g")
-    assert sorted((r["jobName"], r["status"], r["trigger"]) for r in recorded) == [("a", "COMPLETED", "CRON"), ("b", "COMPLETED", "CRON")]
+    assert sorted((r["jobName"], r["status"], r["trigger"]) for r in recorded) == [
+        ("a", "COMPLETED", "CRON"),
+        ("b", "COMPLETED", "CRON"),
+    ]
     assert all(r["scheduledFor"] == T0 and r["durationMs"] is not None for r in recorded)
 
 
@@ -206,10 +212,26 @@ def test_expired_lock_is_freed_and_orphaned_runs_fail(db):
     dead = make_daemon(db, app)
     register(dead, T0)
     enable(db, "every-minute", T0)
-    db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner=dead.presence.id, now=T0)
-    run_id = db.insert("insert_run", job_name="a", trigger="CRON", schedule_id="every-minute", scheduled_for=T0,
-                       batch_id=None, attempt=1, status="RUNNING", worker_id=dead.presence.id, queued_at=None,
-                       started_at=T0, completed_at=None, duration_ms=None, error=None, now=T0)
+    db.execute(
+        "claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner=dead.presence.id, now=T0
+    )
+    run_id = db.insert(
+        "insert_run",
+        job_name="a",
+        trigger="CRON",
+        schedule_id="every-minute",
+        scheduled_for=T0,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id=dead.presence.id,
+        queued_at=None,
+        started_at=T0,
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=T0,
+    )
     recover(db, T0 + 4 * SECOND, timedelta(seconds=5))  # not expired yet: nothing happens
     assert db.fetch_one("get_schedule", id="every-minute")["lockedBy"] == dead.presence.id
     recover(db, T0 + 6 * SECOND, timedelta(seconds=5))

@@ -4,9 +4,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import operator_connection, operator_sql
 from db import ColumnLimit, Database, Unit, fit_column, load_migrations, parse_database_url, redact_url
 from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
+from tests.conftest import operator_connection, operator_sql
 
 NOW = datetime(2026, 1, 10, 2, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -22,7 +22,9 @@ def test_mysql_url_with_escaped_password():
     assert params == {"host": "db.internal", "port": 3307, "user": "root", "password": "p@ss", "database": "railway"}
 
 
-@pytest.mark.parametrize("url", ["postgres://x@h/db", "sqlite://", "mysql://host-without-db", "mysql://u:pw@h:notaport/db", "nonsense"])
+@pytest.mark.parametrize(
+    "url", ["postgres://x@h/db", "sqlite://", "mysql://host-without-db", "mysql://u:pw@h:notaport/db", "nonsense"]
+)
 def test_malformed_url_is_one_clear_error_without_the_password(url):
     with pytest.raises(ConfigError) as error:
         parse_database_url(url)
@@ -131,8 +133,15 @@ def test_an_existing_version_1_database_upgrades_without_losing_rows(database_ur
     new = Database.from_url(database_url)
     assert new.migrate() >= 2
     assert new.fetch_one("get_schedule", id="kept")["name"] == "Kept"
-    new.execute("insert_audit", now=NOW, actor="admin-token", action="enable", schedule_id="kept", note=None,
-                remote_address="127.0.0.1")
+    new.execute(
+        "insert_audit",
+        now=NOW,
+        actor="admin-token",
+        action="enable",
+        schedule_id="kept",
+        note=None,
+        remote_address="127.0.0.1",
+    )
     assert [a["action"] for a in new.fetch_all("list_audit", before=None, limit=10)] == ["enable"]
 
 
@@ -173,13 +182,27 @@ def test_a_value_too_long_for_its_column_is_rejected_on_mysql(db):
         pytest.skip("SQLite stores any length")
     db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
     with pytest.raises(ValueRejected, match="1406"):
-        db.execute("update_schedule_definition", id="a", name="N" * 201, cron="* * * * *", timezone="UTC",
-                   next_run_at=NOW, now=NOW)
+        db.execute(
+            "update_schedule_definition",
+            id="a",
+            name="N" * 201,
+            cron="* * * * *",
+            timezone="UTC",
+            next_run_at=NOW,
+            now=NOW,
+        )
 
 
 def test_text_the_program_writes_is_cut_to_its_column_on_both_backends(db):
-    db.execute("insert_audit", now=NOW, actor="x" * 250 + "-end", action="enable", schedule_id=None,
-               note=None, remote_address=None)
+    db.execute(
+        "insert_audit",
+        now=NOW,
+        actor="x" * 250 + "-end",
+        action="enable",
+        schedule_id=None,
+        note=None,
+        remote_address=None,
+    )
     [entry] = db.fetch_all("list_audit", before=None, limit=10)
     assert 195 <= len(entry["actor"]) <= 200 and entry["actor"].startswith("x" * 60) and entry["actor"].endswith("-end")
     assert "cut to fit the column" in entry["actor"]
@@ -210,7 +233,12 @@ def test_times_typed_by_sql_in_any_iso_form_read_as_the_same_instant(db):
     if db.kind != "sqlite":
         pytest.skip("MySQL's DATETIME(3) normalises whatever is written")
     db.execute("insert_schedule", id="a", name="A", cron="* * * * *", timezone="UTC", now=NOW)
-    for typed in ("2026-01-10 02:00:00", "2026-01-10T02:00:00Z", "2026-01-10T04:00:00+02:00", "2026-01-10 02:00:00.000"):
+    for typed in (
+        "2026-01-10 02:00:00",
+        "2026-01-10T02:00:00Z",
+        "2026-01-10T04:00:00+02:00",
+        "2026-01-10 02:00:00.000",
+    ):
         operator_sql(db, f"UPDATE JobSchedule SET enabled = true, nextRunAt = '{typed}' WHERE id = 'a'")
         due = db.fetch_one("get_schedule", id="a")["nextRunAt"]
         assert due == datetime(2026, 1, 10, 2, tzinfo=timezone.utc), typed

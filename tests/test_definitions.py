@@ -14,8 +14,14 @@ from tests.conftest import ROOT
 
 
 def run_daemon(*args, **env):
-    return subprocess.run([sys.executable, str(ROOT / "schedule_daemon.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def test_every_problem_is_reported_once_with_schedule_id_and_field():
@@ -122,10 +128,14 @@ def test_check_and_daemon_warn_about_a_six_field_cron_written_seconds_first(tmp_
     check = run_daemon("--check", SCHEDULES_MODULE="tests.apps.seconds_first")
     assert check.returncode == 0, check.stderr
     [warning] = check.stderr.splitlines()
-    assert warning.startswith("warning: schedule 'every-ten-seconds': field 'cron': 6 fields are read with seconds LAST")
+    assert warning.startswith(
+        "warning: schedule 'every-ten-seconds': field 'cron': 6 fields are read with seconds LAST"
+    )
     assert "write '* * * * * */10'" in warning
     assert "- nightly: '@daily' in Europe/Paris" in check.stdout and "T23:00:00+00:00" in check.stdout
-    daemon = run_daemon("--once", SCHEDULES_MODULE="tests.apps.seconds_first", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    daemon = run_daemon(
+        "--once", SCHEDULES_MODULE="tests.apps.seconds_first", DATABASE_URL=f"sqlite:///{tmp_path}/x.db"
+    )
     assert daemon.returncode == 0, daemon.stdout + daemon.stderr
     warnings = [line for line in daemon.stdout.splitlines() if "WARNING" in line and "seconds LAST" in line]
     assert len(warnings) == 1 and "schedule 'every-ten-seconds'" in warnings[0]
@@ -146,13 +156,16 @@ def test_disabled_daemon_logs_why_and_exits_0(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"DATABASE_URL": "postgres://u:secret@h/db"}, "DATABASE_URL 'postgres://u:***@h/db' is not understood"),
-    ({"SCHEDULE_POLL_INTERVAL_MS": "soon"}, "SCHEDULE_POLL_INTERVAL_MS must be a positive whole number"),
-    ({"SCHEDULE_DAEMON_ENABLED": "maybe"}, "SCHEDULE_DAEMON_ENABLED must be true or false"),
-    ({"HEARTBEAT_INTERVAL_MS": "200000"}, "must be at most half of LOCK_TIMEOUT_MS"),
-    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of info, debug, warning, error, critical, got 'verbose'"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DATABASE_URL": "postgres://u:secret@h/db"}, "DATABASE_URL 'postgres://u:***@h/db' is not understood"),
+        ({"SCHEDULE_POLL_INTERVAL_MS": "soon"}, "SCHEDULE_POLL_INTERVAL_MS must be a positive whole number"),
+        ({"SCHEDULE_DAEMON_ENABLED": "maybe"}, "SCHEDULE_DAEMON_ENABLED must be true or false"),
+        ({"HEARTBEAT_INTERVAL_MS": "200000"}, "must be at most half of LOCK_TIMEOUT_MS"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of info, debug, warning, error, critical, got 'verbose'"),
+    ],
+)
 def test_bad_configuration_is_one_line_and_exit_1(env, message):
     result = run_daemon(**env)
     assert result.returncode == 1
@@ -188,8 +201,12 @@ def test_check_and_daemon_refuse_names_longer_than_their_columns(tmp_path, args)
 
 def test_ctx_log_refuses_a_level_that_is_not_a_standard_name_naming_the_job():
     lines = []
-    ctx = JobContext(1, "feed.refresh", "s", datetime.now(timezone.utc), "CRON", 1, None, lambda *line: lines.append(line))
+    ctx = JobContext(
+        1, "feed.refresh", "s", datetime.now(timezone.utc), "CRON", 1, None, lambda *line: lines.append(line)
+    )
     ctx.log("fine", level="WARNING")
-    with pytest.raises(ValueError, match="job 'feed.refresh': ctx.log level 'VERBOSE_DETAIL' is not one of DEBUG, INFO"):
+    with pytest.raises(
+        ValueError, match="job 'feed.refresh': ctx.log level 'VERBOSE_DETAIL' is not one of DEBUG, INFO"
+    ):
         ctx.log("too chatty", level="VERBOSE_DETAIL")  # longer than JobLog.level's 10 characters on MySQL
     assert lines == [("WARNING", "fine")]

@@ -31,8 +31,12 @@ from settings import Settings
 from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
 from tests.fault_proxy import FaultProxy
 
-FAST = {"HEARTBEAT_INTERVAL_MS": "500", "LOCK_TIMEOUT_MS": "3000", "SCHEDULE_POLL_INTERVAL_MS": "1000",
-        "JOB_WORKER_POLL_INTERVAL_MS": "200"}
+FAST = {
+    "HEARTBEAT_INTERVAL_MS": "500",
+    "LOCK_TIMEOUT_MS": "3000",
+    "SCHEDULE_POLL_INTERVAL_MS": "1000",
+    "JOB_WORKER_POLL_INTERVAL_MS": "200",
+}
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
@@ -48,11 +52,23 @@ class Processes:
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"process-{len(self.processes)}.log", "wb")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.database_url,
-               "SCHEDULES_MODULE": "tests.fault_app", "APP_ENV": "test", "TEST_MARKER_FILE": str(self.marker),
-               **FAST, **env}
-        process = subprocess.Popen([sys.executable, str(ROOT / "schedule_daemon.py"), *args], cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, env=env)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": self.database_url,
+            "SCHEDULES_MODULE": "tests.fault_app",
+            "APP_ENV": "test",
+            "TEST_MARKER_FILE": str(self.marker),
+            **FAST,
+            **env,
+        }
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         process.log_path = log.name
         self.processes.append(process)
         return process
@@ -90,7 +106,9 @@ def now() -> datetime:
 def enable(db) -> None:
     """What the admin's enable does, once a daemon has synced the schedule: next occurrence from now."""
     wait_for(lambda: db.fetch_one("get_schedule", id="fault"), 30, "a daemon to sync the schedule")
-    db.execute("enable_schedule", id="fault", next_run_at=now().replace(microsecond=0) + timedelta(seconds=1), now=now())
+    db.execute(
+        "enable_schedule", id="fault", next_run_at=now().replace(microsecond=0) + timedelta(seconds=1), now=now()
+    )
 
 
 def runs(db, job_name: str = "fault.work") -> list[dict]:
@@ -99,8 +117,9 @@ def runs(db, job_name: str = "fault.work") -> list[dict]:
 
 def problems(db, **env: str) -> list[str]:
     """The health check's problems, with a 1 s overdue tolerance, judged as `--health` would."""
-    settings = Settings.from_env({"DATABASE_URL": "sqlite:///unused.db", **FAST, "HEALTH_OVERDUE_TOLERANCE_S": "1",
-                                  **env})
+    settings = Settings.from_env(
+        {"DATABASE_URL": "sqlite:///unused.db", **FAST, "HEALTH_OVERDUE_TOLERANCE_S": "1", **env}
+    )
     return check_health(db, settings)["problems"]
 
 
@@ -111,8 +130,11 @@ def assert_each_occurrence_ran_once(processes: Processes) -> None:
 
 def wait_for_a_later_completed_run(db, after: datetime, job_name: str = "fault.work") -> dict:
     """The schedule ran again: a run of an occurrence after `after` COMPLETED."""
-    return wait_for(lambda: next((r for r in runs(db, job_name) if r["scheduledFor"] > after
-                                  and r["status"] == "COMPLETED"), None), 30, "the schedule to run again")
+    return wait_for(
+        lambda: next((r for r in runs(db, job_name) if r["scheduledFor"] > after and r["status"] == "COMPLETED"), None),
+        30,
+        "the schedule to run again",
+    )
 
 
 @contextlib.contextmanager
@@ -159,13 +181,22 @@ def test_a_write_lock_held_past_the_lock_wait_timeout_delays_the_outcome_and_los
     run = first_running_run(db)
     with write_lock_held(db, run["id"]):
         hold.unlink()  # the job ends now; recording its result waits on the lock, times out, is retried
-        wait_for(lambda: "recording a job's result failed, retrying" in processes.log_of(daemon), 20,
-                 "the outcome write to fail as busy")
-        wait_for(lambda: any("schedule fault is overdue" in p and "held by" in p for p in problems(db)), 20,
-                 "the health check to report the schedule behind")
+        wait_for(
+            lambda: "recording a job's result failed, retrying" in processes.log_of(daemon),
+            20,
+            "the outcome write to fail as busy",
+        )
+        wait_for(
+            lambda: any("schedule fault is overdue" in p and "held by" in p for p in problems(db)),
+            20,
+            "the health check to report the schedule behind",
+        )
         assert db.fetch_one("get_run", id=run["id"])["status"] == "RUNNING"
-    done = wait_for(lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r, 30,
-                    "the outcome to be stored")
+    done = wait_for(
+        lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r,
+        30,
+        "the outcome to be stored",
+    )
     assert done["status"] == "COMPLETED" and done["completedAt"] is not None
     wait_for_a_later_completed_run(db, run["scheduledFor"])
     wait_for(lambda: not any("overdue" in p for p in problems(db)), 20, "the health check to clear")
@@ -179,8 +210,13 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
     hold.touch()
     # A generous LOCK_TIMEOUT_MS: on a loaded machine a late heartbeat must not pass the worker for dead.
     processes.start(EXECUTION_MODE="queue", LOCK_TIMEOUT_MS="15000")
-    worker = processes.start("--worker", EXECUTION_MODE="queue", TEST_HOLD_FILE=str(hold),
-                             DB_LOCK_WAIT_TIMEOUT_MS="20000", LOCK_TIMEOUT_MS="15000")
+    worker = processes.start(
+        "--worker",
+        EXECUTION_MODE="queue",
+        TEST_HOLD_FILE=str(hold),
+        DB_LOCK_WAIT_TIMEOUT_MS="20000",
+        LOCK_TIMEOUT_MS="15000",
+    )
     enable(db)
     run = first_running_run(db)
     conn = operator_connection(db)
@@ -208,18 +244,39 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
 
     wait_for_or_show(processes, worker, worker_holds_the_run_row, 30, "the worker to lock the run's row")
     cur.execute("SELECT id FROM JobRun WHERE id = %s FOR UPDATE", (run["id"],))  # the cycle: InnoDB picks a victim
-    wait_for_or_show(processes, worker, lambda: "Deadlock" in processes.log_of(worker), 20,
-                     "the worker's transaction to be the deadlock victim")
-    wait_for(lambda: any("has been queued for" in p for p in problems(db, HEALTH_MAX_QUEUE_AGE_S="1")), 20,
-             "the health check to report the queue stalled")
+    wait_for_or_show(
+        processes,
+        worker,
+        lambda: "Deadlock" in processes.log_of(worker),
+        20,
+        "the worker's transaction to be the deadlock victim",
+    )
+    wait_for(
+        lambda: any("has been queued for" in p for p in problems(db, HEALTH_MAX_QUEUE_AGE_S="1")),
+        20,
+        "the health check to report the queue stalled",
+    )
     assert db.fetch_one("get_run", id=run["id"])["status"] == "RUNNING"
     conn.rollback()
     conn.close()
-    done = wait_for(lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r, 30,
-                    "the outcome to be stored")
+    done = wait_for(
+        lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r,
+        30,
+        "the outcome to be stored",
+    )
     assert done["status"] == "COMPLETED"
-    after = wait_for(lambda: next((r for r in runs(db, "fault.after") if r["batchId"] == run["batchId"]
-                                   and r["status"] not in ("QUEUED", "RUNNING")), None), 30, "the dependent to run")
+    after = wait_for(
+        lambda: next(
+            (
+                r
+                for r in runs(db, "fault.after")
+                if r["batchId"] == run["batchId"] and r["status"] not in ("QUEUED", "RUNNING")
+            ),
+            None,
+        ),
+        30,
+        "the dependent to run",
+    )
     assert after["status"] == "COMPLETED"
     wait_for(lambda: db.fetch_one("get_batch", id=run["batchId"])["completedAt"], 10, "the occurrence to complete")
     wait_for_a_later_completed_run(db, run["scheduledFor"], "fault.after")
@@ -243,10 +300,16 @@ def test_a_claim_whose_commit_answer_is_lost_is_read_back_and_run_once(db, proce
         # and the database stays unreachable for 3 s.
         proxy.cut_at_commit(b", lockedBy = '", down_for=3)
         wait_for(lambda: proxy.cuts == 1, 30, "the proxy to cut a claim at COMMIT")
-        wait_for(lambda: any("schedule fault is overdue" in p and "held by" in p for p in problems(db)), 20,
-                 "the health check to report the schedule held while its holder is cut off")
-        wait_for(lambda: "the connection dropped at COMMIT but the claim of fault landed" in processes.log_of(daemon),
-                 30, "the daemon to read the claim back")
+        wait_for(
+            lambda: any("schedule fault is overdue" in p and "held by" in p for p in problems(db)),
+            20,
+            "the health check to report the schedule held while its holder is cut off",
+        )
+        wait_for(
+            lambda: "the connection dropped at COMMIT but the claim of fault landed" in processes.log_of(daemon),
+            30,
+            "the daemon to read the claim back",
+        )
         wait_for_a_later_completed_run(db, now() + timedelta(seconds=1))
         processes.stop_all()
         # The cut claim was run, not abandoned: an abandoned one would have expired and been counted a
@@ -274,11 +337,27 @@ def test_an_error_and_a_log_line_larger_than_their_columns_are_stored_cut(db, pr
     assert len(logs) == 1 and "cut to fit the column" in logs[0]["message"]
     # The occurrence's own other job ran (same batch, not a later occurrence's), the schedule counted the
     # failure and runs again.
-    wait_for(lambda: next((r for r in runs(db, "fault.after") if r["scheduledFor"] == failed["scheduledFor"]
-                           and r["batchId"] == failed["batchId"] and r["status"] == "COMPLETED"), None), 30,
-             "the failed run's occurrence to run its other job")
-    wait_for(lambda: next((r for r in runs(db) if r["status"] == "FAILED" and r["scheduledFor"] > failed["scheduledFor"]),
-                          None), 30, "the next occurrence")
+    wait_for(
+        lambda: next(
+            (
+                r
+                for r in runs(db, "fault.after")
+                if r["scheduledFor"] == failed["scheduledFor"]
+                and r["batchId"] == failed["batchId"]
+                and r["status"] == "COMPLETED"
+            ),
+            None,
+        ),
+        30,
+        "the failed run's occurrence to run its other job",
+    )
+    wait_for(
+        lambda: next(
+            (r for r in runs(db) if r["status"] == "FAILED" and r["scheduledFor"] > failed["scheduledFor"]), None
+        ),
+        30,
+        "the next occurrence",
+    )
     assert db.fetch_one("get_schedule", id="fault")["failureCount"] >= 1
     assert_each_occurrence_ran_once(processes)
 
@@ -288,8 +367,9 @@ def test_an_admin_whose_jwt_subject_is_longer_than_the_audit_column_is_audited_c
 
     admin = AdminServer(database_url)
     try:
-        response = admin.request("PATCH", "/admin/schedules/feed-refresh", {"enabled": True},
-                                 token=admin_jwt(sub="a" * 300 + "@example.com"))
+        response = admin.request(
+            "PATCH", "/admin/schedules/feed-refresh", {"enabled": True}, token=admin_jwt(sub="a" * 300 + "@example.com")
+        )
         assert response.status == 200, response.body
         [entry] = admin.db.fetch_all("list_audit", before=None, limit=10)
         assert len(entry["actor"]) <= 200 and "cut to fit the column" in entry["actor"]
@@ -311,16 +391,35 @@ def test_a_daemon_whose_clock_runs_ahead_does_not_take_a_live_peers_lease(db, pr
     honest = processes.start(TEST_HOLD_FILE=str(hold))
     enable(db)
     run = first_running_run(db)
-    ahead = processes.start(TEST_HOLD_FILE=str(hold), LD_PRELOAD=LIBFAKETIME, FAKETIME="+10m",
-                            FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+    ahead = processes.start(
+        TEST_HOLD_FILE=str(hold),
+        LD_PRELOAD=LIBFAKETIME,
+        FAKETIME="+10m",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+        FAKETIME_NO_CACHE="1",
+    )
     # 600 s ahead, give or take the measurement's half round trip: +599.998s or +600.002s.
-    wait_for_or_show(processes, ahead, lambda: re.search(r"clock is \+(599\.9|600\.0)\d*s off", processes.log_of(ahead)),
-                     60, "the skewed daemon to warn about its clock")
-    ahead_row = wait_for(lambda: next((w for w in db.fetch_all("list_workers") if w["pid"] == ahead.pid), None), 30,
-                         "the skewed daemon to register")
+    wait_for_or_show(
+        processes,
+        ahead,
+        lambda: re.search(r"clock is \+(599\.9|600\.0)\d*s off", processes.log_of(ahead)),
+        60,
+        "the skewed daemon to warn about its clock",
+    )
+    ahead_row = wait_for(
+        lambda: next((w for w in db.fetch_all("list_workers") if w["pid"] == ahead.pid), None),
+        30,
+        "the skewed daemon to register",
+    )
     # Several of its recovery passes (one per heartbeat) go by, each judging leases and heartbeats.
-    wait_for(lambda: db.fetch_one("get_worker", id=ahead_row["id"])["lastHeartbeatAt"] > ahead_row["startedAt"]
-             + timedelta(seconds=4), 30, "the skewed daemon to live for 4 s")
+    wait_for(
+        lambda: (
+            db.fetch_one("get_worker", id=ahead_row["id"])["lastHeartbeatAt"]
+            > ahead_row["startedAt"] + timedelta(seconds=4)
+        ),
+        30,
+        "the skewed daemon to live for 4 s",
+    )
     beat = db.fetch_one("get_worker", id=ahead_row["id"])["lastHeartbeatAt"]
     assert abs((beat - now()).total_seconds()) < 5, "heartbeats are written by the database's clock"
     holder = db.fetch_one("get_schedule", id="fault")
@@ -328,8 +427,9 @@ def test_a_daemon_whose_clock_runs_ahead_does_not_take_a_live_peers_lease(db, pr
     assert holder["lockedBy"] == run["workerId"]
     assert all(w["status"] == "RUNNING" for w in db.fetch_all("list_workers"))
     hold.unlink()
-    done = wait_for(lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r, 30,
-                    "the run to finish")
+    done = wait_for(
+        lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r, 30, "the run to finish"
+    )
     assert done["status"] == "COMPLETED"
     wait_for_a_later_completed_run(db, run["scheduledFor"])
     assert honest.poll() is None and ahead.poll() is None
@@ -345,14 +445,20 @@ def test_a_job_unknown_to_the_worker_fails_and_settles_its_occurrence(db, proces
     enable(db)
     failed = wait_for(lambda: next((r for r in runs(db) if r["status"] == "FAILED"), None), 30, "the unknown job")
     assert "no job 'fault.work' in this worker's code" in failed["error"]
-    batch = wait_for(lambda: (b := db.fetch_one("get_batch", id=failed["batchId"]))["completedAt"] and b, 20,
-                     "the occurrence to complete")
+    batch = wait_for(
+        lambda: (b := db.fetch_one("get_batch", id=failed["batchId"]))["completedAt"] and b,
+        20,
+        "the occurrence to complete",
+    )
     assert (batch["remaining"], batch["failed"]) == (0, 2)
     [dependent] = [r for r in runs(db, "fault.after") if r["batchId"] == failed["batchId"]]
     assert dependent["status"] == "SKIPPED" and "fault.work FAILED" in dependent["error"]
     # The next occurrence is queued and settled the same way; the schedule counts the failures.
-    wait_for(lambda: any(r["status"] == "FAILED" and r["scheduledFor"] > failed["scheduledFor"] for r in runs(db)), 30,
-             "the next occurrence")
+    wait_for(
+        lambda: any(r["status"] == "FAILED" and r["scheduledFor"] > failed["scheduledFor"] for r in runs(db)),
+        30,
+        "the next occurrence",
+    )
     wait_for(lambda: db.fetch_one("get_schedule", id="fault")["failureCount"] >= 2, 20, "the failures counted")
     assert not any("can no longer complete" in p for p in problems(db))
     assert worker.poll() is None
@@ -375,11 +481,27 @@ def test_health_names_queued_runs_whose_dependencies_can_no_longer_complete(db):
 
 def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(db):
     at = now()
-    db.insert("register_worker", id="gone", worker_type="schedule_daemon", hostname="h", pid=1, now=at - timedelta(minutes=10))
+    db.insert(
+        "register_worker", id="gone", worker_type="schedule_daemon", hostname="h", pid=1, now=at - timedelta(minutes=10)
+    )
     db.execute("insert_schedule", id="fault", name="Fault", cron="* * * * * *", timezone="UTC", now=at)
-    run_id = db.insert("insert_run", job_name="fault.work", trigger="CRON", schedule_id="fault", scheduled_for=at,
-                       batch_id=None, attempt=1, status="RUNNING", worker_id="gone", queued_at=None,
-                       started_at=at - timedelta(minutes=9), completed_at=None, duration_ms=None, error=None, now=at)
+    run_id = db.insert(
+        "insert_run",
+        job_name="fault.work",
+        trigger="CRON",
+        schedule_id="fault",
+        scheduled_for=at,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id="gone",
+        queued_at=None,
+        started_at=at - timedelta(minutes=9),
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=at,
+    )
     [problem] = [p for p in problems(db) if f"run {run_id} " in p]
     assert "longer than LOCK_TIMEOUT_MS" in problem and "gone is not alive" in problem
     db.execute("heartbeat", id="gone", now=now())  # alive after all, and holding the schedule: a long job
@@ -389,8 +511,10 @@ def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(
 
 # -- hand-written times ----------------------------------------------------------------------------------
 
-TYPED_BY_HAND = {"sqlite": "UPDATE JobSchedule SET nextRunAt = datetime('now', '-1 minute') WHERE id = 'fault'",
-                 "mysql": "UPDATE JobSchedule SET nextRunAt = UTC_TIMESTAMP() - INTERVAL 1 MINUTE WHERE id = 'fault'"}
+TYPED_BY_HAND = {
+    "sqlite": "UPDATE JobSchedule SET nextRunAt = datetime('now', '-1 minute') WHERE id = 'fault'",
+    "mysql": "UPDATE JobSchedule SET nextRunAt = UTC_TIMESTAMP() - INTERVAL 1 MINUTE WHERE id = 'fault'",
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -401,8 +525,9 @@ def cpu_seconds(pid: int) -> float:
 def test_a_next_run_typed_by_sql_without_milliseconds_is_claimed_without_spinning(db, processes):
     # Hourly, so only the typed time makes it due; RUN_ONCE, since that time is before the daemon started.
     # Heartbeats (and housekeeping) every 20 s: the pass after the one that could not claim it must see to it.
-    daemon = processes.start(TEST_CRON="0 * * * * 0", TEST_POLICY="RUN_ONCE", HEARTBEAT_INTERVAL_MS="20000",
-                             LOCK_TIMEOUT_MS="60000")
+    daemon = processes.start(
+        TEST_CRON="0 * * * * 0", TEST_POLICY="RUN_ONCE", HEARTBEAT_INTERVAL_MS="20000", LOCK_TIMEOUT_MS="60000"
+    )
     enable(db)
     wait_for(lambda: "Schedule daemon started" in processes.log_of(daemon), 30, "the daemon to start")
     operator_sql(db, TYPED_BY_HAND[db.kind])
@@ -454,8 +579,12 @@ def test_a_live_daemon_whose_heartbeat_is_a_little_late_still_runs_its_occurrenc
     daemon.next_recovery = occurrence + timedelta(hours=1)  # the pass judges liveness only
     assert daemon.run_pass(occurrence + timedelta(milliseconds=500)) is True
     daemon.executor.wait()  # an occurrence runs on a thread of its own
-    skipped = [r for r in db.fetch_all("list_runs", status="SKIPPED", schedule_id="every-minute", job_name="*",
-                                       before=None, limit=10)]
+    skipped = [
+        r
+        for r in db.fetch_all(
+            "list_runs", status="SKIPPED", schedule_id="every-minute", job_name="*", before=None, limit=10
+        )
+    ]
     assert (bool(calls), not skipped) == (runs_it, runs_it)
 
 
@@ -481,9 +610,11 @@ def test_a_stop_signal_ends_the_backoff_at_once_and_the_run_still_ends_failed(db
         assert "gave up recording a job's result at shutdown" in processes.log_of(daemon)
     # Another daemon's recovery fails the run with its cause, frees the lease, and the schedule runs again.
     processes.start()
-    failed = wait_for(lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r, 30,
-                      "recovery to fail the run")
+    failed = wait_for(
+        lambda: (r := db.fetch_one("get_run", id=run["id"]))["status"] != "RUNNING" and r,
+        30,
+        "recovery to fail the run",
+    )
     assert failed["status"] == "FAILED" and "died" in failed["error"]
     wait_for_a_later_completed_run(db, run["scheduledFor"])
     assert_each_occurrence_ran_once(processes)
-

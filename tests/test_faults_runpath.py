@@ -19,8 +19,16 @@ from errors import DatabaseCannotWrite
 from runner import RETRYABLE
 from tests.conftest import operator_sql, wait_for
 from tests.fault_proxy import FaultProxy
-from tests.test_faults import (Processes, assert_each_occurrence_ran_once, enable, now, problems, runs,
-                               wait_for_a_later_completed_run, wait_for_or_show)
+from tests.test_faults import (
+    Processes,
+    assert_each_occurrence_ran_once,
+    enable,
+    now,
+    problems,
+    runs,
+    wait_for_a_later_completed_run,
+    wait_for_or_show,
+)
 
 QUEUE = {"EXECUTION_MODE": "queue", "LOCK_TIMEOUT_MS": "8000"}
 
@@ -56,21 +64,35 @@ def run_cut_at_commit(db, proxy, marker: bytes, down_for: float) -> dict:
     cue = now()
     proxy.cut_at_commit(marker, down_for=down_for)
     wait_for(lambda: proxy.cuts == 1, 30, "the proxy to cut a COMMIT")
-    return min((r for r in runs(db) if r["queuedAt"] >= cue - timedelta(seconds=2) and r["startedAt"] is not None
-                and r["startedAt"] >= cue), key=lambda r: r["startedAt"])
+    return min(
+        (
+            r
+            for r in runs(db)
+            if r["queuedAt"] >= cue - timedelta(seconds=2) and r["startedAt"] is not None and r["startedAt"] >= cue
+        ),
+        key=lambda r: r["startedAt"],
+    )
 
 
 def settled(db, run: dict) -> dict:
     """Wait for the run's occurrence to complete; its batch row."""
-    return wait_for(lambda: (b := db.fetch_one("get_batch", id=run["batchId"]))["completedAt"] and b, 30,
-                    f"the occurrence of run {run['id']} to complete")
+    return wait_for(
+        lambda: (b := db.fetch_one("get_batch", id=run["batchId"]))["completedAt"] and b,
+        30,
+        f"the occurrence of run {run['id']} to complete",
+    )
 
 
 def test_a_queued_claim_whose_commit_answer_is_lost_is_read_back_and_run(db, processes, database_url):
     with worker_behind_a_proxy(db, processes, database_url) as (proxy, worker):
         cut = run_cut_at_commit(db, proxy, b"SET status = 'RUNNING', workerId", down_for=0)
-        wait_for_or_show(processes, worker, lambda: f"the claim of run {cut['id']} " in processes.log_of(worker), 30,
-                         "the worker to read its claim back")
+        wait_for_or_show(
+            processes,
+            worker,
+            lambda: f"the claim of run {cut['id']} " in processes.log_of(worker),
+            30,
+            "the worker to read its claim back",
+        )
         batch = settled(db, cut)
         assert db.fetch_one("get_run", id=cut["id"])["status"] == "COMPLETED"
         assert (batch["remaining"], batch["failed"]) == (0, 0)
@@ -103,14 +125,20 @@ def test_a_queued_finish_whose_commit_answer_is_lost_still_does_what_follows_it(
         for cuts in (1, 2):
             proxy.cut_at_commit(b"SET status = 'COMPLETED', completedAt", down_for=0)
             wait_for(lambda cuts=cuts: proxy.cuts == cuts, 30, f"the proxy to cut finish number {cuts} at COMMIT")
-        wait_for_or_show(processes, worker, lambda: processes.log_of(worker).count("result COMPLETED landed") >= 2, 30,
-                         "the worker to read both finishes back")
+        wait_for_or_show(
+            processes,
+            worker,
+            lambda: processes.log_of(worker).count("result COMPLETED landed") >= 2,
+            30,
+            "the worker to read both finishes back",
+        )
         wait_for_a_later_completed_run(db, now() + timedelta(seconds=1), "fault.after")
     log = processes.log_of(worker)
     assert "had already been failed by recovery" not in log
     # Every occurrence that completed was counted on the schedule once, the cut ones too.
-    [(completed_batches,)] = operator_sql(db, "SELECT COUNT(*) FROM JobBatch WHERE scheduleId = 'fault' "
-                                              "AND completedAt IS NOT NULL")
+    [(completed_batches,)] = operator_sql(
+        db, "SELECT COUNT(*) FROM JobBatch WHERE scheduleId = 'fault' AND completedAt IS NOT NULL"
+    )
     schedule = db.fetch_one("get_schedule", id="fault")
     assert (schedule["runCount"], schedule["failureCount"]) == (completed_batches, 0)
     assert {r["status"] for r in runs(db)} <= {"COMPLETED", "QUEUED"}
@@ -127,7 +155,7 @@ def test_a_full_or_read_only_database_is_classified_as_transient(db):
     if db.kind == "sqlite":
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
-        lift = f"PRAGMA max_page_count = {2 ** 30}"
+        lift = f"PRAGMA max_page_count = {2**30}"
     else:
         conn.cursor().execute("SET SESSION TRANSACTION READ ONLY")
         lift = "SET SESSION TRANSACTION READ WRITE"
@@ -155,11 +183,13 @@ def root_sql(mariadb_server):
             conn.cursor().execute(sql)
         finally:
             conn.close()
+
     return run
 
 
-def test_an_inline_outcome_refused_by_a_read_only_server_is_stored_once_it_takes_writes(db, processes, database_url,
-                                                                                      tmp_path, request):
+def test_an_inline_outcome_refused_by_a_read_only_server_is_stored_once_it_takes_writes(
+    db, processes, database_url, tmp_path, request
+):
     if db.kind != "mysql":
         pytest.skip("SQLite's full disk is shown in-process above: a page limit holds for one connection only")
     root_sql = request.getfixturevalue("root_sql")
@@ -177,16 +207,27 @@ def test_an_inline_outcome_refused_by_a_read_only_server_is_stored_once_it_takes
         held = wait_for(lambda: next((r for r in runs(db) if r["status"] == "RUNNING"), None), 30, "the job to start")
         root_sql("SET GLOBAL read_only = 1")
         hold.unlink()
-        wait_for_or_show(processes, daemon, lambda: "DatabaseCannotWrite" in processes.log_of(daemon), 30,
-                         "the daemon to retry the refused outcome")
-        wait_for(lambda: any(f"run {held['id']} " in p for p in problems(db)), 20,
-                 "the health check to name the stuck run")
+        wait_for_or_show(
+            processes,
+            daemon,
+            lambda: "DatabaseCannotWrite" in processes.log_of(daemon),
+            30,
+            "the daemon to retry the refused outcome",
+        )
+        wait_for(
+            lambda: any(f"run {held['id']} " in p for p in problems(db)), 20, "the health check to name the stuck run"
+        )
         time.sleep(1)  # a few more refused attempts
         assert db.fetch_one("get_run", id=held["id"])["status"] == "RUNNING"
     finally:
         root_sql("SET GLOBAL read_only = 0")
-    run = wait_for_or_show(processes, daemon, lambda: (r := db.fetch_one("get_run", id=held["id"]))["status"] != "RUNNING"
-                           and r, 60, "the outcome to be stored once the server takes writes")
+    run = wait_for_or_show(
+        processes,
+        daemon,
+        lambda: (r := db.fetch_one("get_run", id=held["id"]))["status"] != "RUNNING" and r,
+        60,
+        "the outcome to be stored once the server takes writes",
+    )
     assert run["status"] == "COMPLETED", run
     wait_for_a_later_completed_run(db, held["scheduledFor"])
     processes.stop_all()
@@ -199,9 +240,23 @@ def test_health_names_an_inline_run_whose_live_holder_no_longer_holds_its_schedu
     at = now()
     db.insert("register_worker", id="alive", worker_type="schedule_daemon", hostname="h", pid=1, now=at)
     db.execute("insert_schedule", id="fault", name="Fault", cron="* * * * * *", timezone="UTC", now=at)
-    run_id = db.insert("insert_run", job_name="fault.work", trigger="CRON", schedule_id="fault", scheduled_for=at,
-                       batch_id=None, attempt=1, status="RUNNING", worker_id="alive", queued_at=None,
-                       started_at=at - timedelta(minutes=9), completed_at=None, duration_ms=None, error=None, now=at)
+    run_id = db.insert(
+        "insert_run",
+        job_name="fault.work",
+        trigger="CRON",
+        schedule_id="fault",
+        scheduled_for=at,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id="alive",
+        queued_at=None,
+        started_at=at - timedelta(minutes=9),
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=at,
+    )
     [problem] = [p for p in problems(db) if f"run {run_id} " in p]
     assert "no longer holds the schedule" in problem
     operator_sql(db, "UPDATE JobSchedule SET lockedBy = 'alive' WHERE id = 'fault'")  # a long run, still held

@@ -15,8 +15,14 @@ from tests.fault_proxy import FaultProxy
 
 
 def run(script, *args, **env):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def test_health_on_a_database_never_migrated_is_one_unhealthy_line(database_url):
@@ -24,8 +30,9 @@ def test_health_on_a_database_never_migrated_is_one_unhealthy_line(database_url)
     result = run("schedule_daemon.py", "--health", DATABASE_URL=database_url)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stdout.splitlines()
-    assert line.startswith("UNHEALTHY: the database has no schedule tables: has a daemon ever started on it? "
-                           "DATABASE_URL="), line
+    assert line.startswith(
+        "UNHEALTHY: the database has no schedule tables: has a daemon ever started on it? DATABASE_URL="
+    ), line
     assert "pw@" not in line and ":***@" in line or database_url.startswith("sqlite"), line
 
 
@@ -51,14 +58,29 @@ def test_the_embedded_worker_waits_for_the_database_at_start_up(db, database_url
     proxy.cut_at(b"SELECT VERSION()", down_for=3)
     log_path = tmp_path / "admin.log"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "admin_server.py")], cwd=tmp_path, stdout=open(log_path, "wb"),
+        [sys.executable, str(ROOT / "admin_server.py")],
+        cwd=tmp_path,
+        stdout=open(log_path, "wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": proxy.url(parts.path.strip("/")),
-             "ADMIN_TOKEN": "t" * 32, "HOST": "127.0.0.1", "PORT": "0", "APP_ENV": "test",
-             "SCHEDULES_MODULE": "tests.sample_app", "EXECUTION_MODE": "queue", "EMBEDDED_JOB_WORKER": "true"})
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": proxy.url(parts.path.strip("/")),
+            "ADMIN_TOKEN": "t" * 32,
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "APP_ENV": "test",
+            "SCHEDULES_MODULE": "tests.sample_app",
+            "EXECUTION_MODE": "queue",
+            "EMBEDDED_JOB_WORKER": "true",
+        },
+    )
     try:
-        wait_for(lambda: process.poll() is not None or "listening on http://" in log_path.read_text(), 60,
-                 "the admin server to listen or end")
+        wait_for(
+            lambda: process.poll() is not None or "listening on http://" in log_path.read_text(),
+            60,
+            "the admin server to listen or end",
+        )
         log = log_path.read_text()
         assert process.poll() is None and "Traceback" not in log, log
         assert proxy.cuts == 1 and "embedded job worker start-up: database unavailable, retrying" in log, log
@@ -70,8 +92,9 @@ def test_the_embedded_worker_waits_for_the_database_at_start_up(db, database_url
 
 
 def test_the_api_describes_a_nickname_and_days_that_must_both_match(tmp_path):
-    admin = AdminServer(f"sqlite:///{tmp_path / 'schedules.db'}", SCHEDULES_MODULE="tests.apps.cron_words",
-                        APP_ENV="test")
+    admin = AdminServer(
+        f"sqlite:///{tmp_path / 'schedules.db'}", SCHEDULES_MODULE="tests.apps.cron_words", APP_ENV="test"
+    )
     try:
         response = admin.request("GET", "/admin/schedules")
     finally:

@@ -25,8 +25,14 @@ from tests.conftest import ROOT, wait_for
 README = (ROOT / "README.md").read_text()
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 # The design documents' start-up lines, as the README shows them.
-START_UP_LINES = ["Starting schedule daemon", "Schedule daemon registered: ", "Synced 4 schedule definitions from code",
-                  "Missed Run Policy: SKIP", "Loaded 4 schedule definitions from code", "Polling every 60s"]
+START_UP_LINES = [
+    "Starting schedule daemon",
+    "Schedule daemon registered: ",
+    "Synced 4 schedule definitions from code",
+    "Missed Run Policy: SKIP",
+    "Loaded 4 schedule definitions from code",
+    "Polling every 60s",
+]
 
 
 def readme_command(section: str) -> str:
@@ -46,15 +52,24 @@ def fresh_copy(destination: Path) -> Path:
                 (destination / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, destination / name)
     else:  # an export without git: everything but what the checkout made
-        shutil.copytree(ROOT, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", "*.db", "*.db-*", ".admin-token", ".pytest_cache", ".hypothesis"))
+        shutil.copytree(
+            ROOT,
+            destination,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "__pycache__", "*.db", "*.db-*", ".admin-token", ".pytest_cache", ".hypothesis"
+            ),
+        )
     return destination
 
 
 def new_user_environment() -> dict[str, str]:
     """A login shell's environment: the system's PATH (python3 is /usr/bin/python3), no venv, no project variables."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": os.environ.get("HOME", "/root"),
-           "LANG": "C.UTF-8"}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+    }
     # A proxy or a PyPI mirror is part of the machine, not of the project: keep them.
     env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower().endswith("_proxy")})
     return env
@@ -64,9 +79,17 @@ def system_python_is_externally_managed() -> str | None:
     """Why /usr/bin/python3 cannot stand in for a fresh Debian's, or None when it can."""
     if not SYSTEM_PYTHON.exists():
         return "there is no /usr/bin/python3"
-    probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys, sysconfig, ensurepip, venv, pathlib; "
-                            "print(sys.version_info >= (3, 11), pathlib.Path(sysconfig.get_path('stdlib'), "
-                            "'EXTERNALLY-MANAGED').exists())"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            str(SYSTEM_PYTHON),
+            "-c",
+            "import sys, sysconfig, ensurepip, venv, pathlib; "
+            "print(sys.version_info >= (3, 11), pathlib.Path(sysconfig.get_path('stdlib'), "
+            "'EXTERNALLY-MANAGED').exists())",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         return "/usr/bin/python3 has no venv module (apt-get install python3-venv)"
     if probe.stdout.split() != ["True", "True"]:
@@ -88,11 +111,20 @@ def test_readme_commands_work_verbatim_in_a_fresh_clone(tmp_path):
 
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
-        run = subprocess.Popen(["sh", "-c", run_command], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        run = subprocess.Popen(
+            ["sh", "-c", run_command],
+            cwd=checkout,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: "Polling every" in log_path.read_text() or run.poll() is not None, 900,
-                 "the README's run command to start the daemon")
+        wait_for(
+            lambda: "Polling every" in log_path.read_text() or run.poll() is not None,
+            900,
+            "the README's run command to start the daemon",
+        )
         output = log_path.read_text()
         assert run.poll() is None, output
         for line in START_UP_LINES:
@@ -105,9 +137,14 @@ def test_readme_commands_work_verbatim_in_a_fresh_clone(tmp_path):
     wait_for(lambda: " stopped (" in log_path.read_text(), 60, "the daemon to stop on SIGTERM")
 
     # The test command as written, on one small test file: PYTEST_ADDOPTS narrows pytest's selection.
-    tested = subprocess.run(["sh", "-c", test_command], cwd=checkout, capture_output=True, text=True, timeout=1800,
-                            env={**env, "CI": os.environ.get("CI", ""),
-                                 "PYTEST_ADDOPTS": "tests/test_cron.py -p no:cacheprovider"})
+    tested = subprocess.run(
+        ["sh", "-c", test_command],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**env, "CI": os.environ.get("CI", ""), "PYTEST_ADDOPTS": "tests/test_cron.py -p no:cacheprovider"},
+    )
     closing = tested.stdout.strip().splitlines()[-1] if tested.stdout.strip() else ""
     assert tested.returncode == 0 and re.search(r"\d+ passed", closing), tested.stdout[-3000:] + tested.stderr[-3000:]
 
@@ -115,8 +152,11 @@ def test_readme_commands_work_verbatim_in_a_fresh_clone(tmp_path):
 # -- the files a deploy and CI read ------------------------------------------------------------------------
 
 
-SERVICES = {"web": "python admin_server.py", "daemon": "python schedule_daemon.py",
-            "worker": "python schedule_daemon.py --worker"}
+SERVICES = {
+    "web": "python admin_server.py",
+    "daemon": "python schedule_daemon.py",
+    "worker": "python schedule_daemon.py --worker",
+}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -134,11 +174,18 @@ def test_each_railway_service_file_starts_its_program_behind_the_definitions_che
 
 
 def test_the_pre_deploy_check_passes_and_the_start_commands_take_their_flags():
-    check = subprocess.run([sys.executable, "schedule_daemon.py", "--check"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120, env={**os.environ, "APP_ENV": "production"})
+    check = subprocess.run(
+        [sys.executable, "schedule_daemon.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "APP_ENV": "production"},
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    usage = subprocess.run([sys.executable, "schedule_daemon.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120).stdout
+    usage = subprocess.run(
+        [sys.executable, "schedule_daemon.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
     assert "--worker" in usage and "--check" in usage
 
 

@@ -33,14 +33,24 @@ class Daemons:
 
     def env(self) -> dict[str, str]:
         """The environment every daemon of the group starts with."""
-        return {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": self.database_url,
-                "SCHEDULES_MODULE": "tests.sample_app", "APP_ENV": "test", "TEST_MARKER_FILE": str(self.marker), **FAST}
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": self.database_url,
+            "SCHEDULES_MODULE": "tests.sample_app",
+            "APP_ENV": "test",
+            "TEST_MARKER_FILE": str(self.marker),
+            **FAST,
+        }
 
     def start(self, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"daemon-{len(self.processes)}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "schedule_daemon.py")],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**self.env(), **env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.env(), **env},
         )
         process.log_path = log.name
         self.processes.append(process)
@@ -93,7 +103,9 @@ def test_three_daemons_run_each_every_second_occurrence_exactly_once(db, daemons
     for _ in range(3):
         daemons.start()
     wait_for_schedule_row(db)
-    wait_for(lambda: len(db.fetch_all("running_workers", worker_type="schedule_daemon")) == 3, 30, "3 daemons registered")
+    wait_for(
+        lambda: len(db.fetch_all("running_workers", worker_type="schedule_daemon")) == 3, 30, "3 daemons registered"
+    )
     started = now()
     enable_now(db, tick_schedule())
     wait_for(lambda: now() - started > timedelta(seconds=22), 30, "22 seconds of firing", interval=0.5)
@@ -106,8 +118,12 @@ def test_three_daemons_run_each_every_second_occurrence_exactly_once(db, daemons
     assert duplicates == {}, f"occurrences run more than once: {duplicates}"
     assert len(per_occurrence) >= 18, f"only {len(per_occurrence)} of ~22 occurrences ran"
     assert len({pid for _, _, pid in executions}) >= 2, "the work should be shared between the daemons"
-    recorded = [r for r in db.fetch_all("list_runs", status=None, schedule_id="tick", job_name="tick.record",
-                                        before=None, limit=10_000)]
+    recorded = [
+        r
+        for r in db.fetch_all(
+            "list_runs", status=None, schedule_id="tick", job_name="tick.record", before=None, limit=10_000
+        )
+    ]
     assert sorted(r["scheduledFor"].isoformat() for r in recorded) == sorted(per_occurrence)
     assert all(r["status"] == "COMPLETED" for r in recorded)
     assert db.fetch_all("running_workers", worker_type="schedule_daemon") == []
@@ -130,8 +146,13 @@ def test_kill_9_mid_run_frees_the_lock_fails_the_run_and_the_schedule_runs_again
     first, second = daemons.executions()[:2]
     assert second[1] > first[1], "the next run is a later occurrence, not the interrupted one again"
     # The lock was freed only after its lease expired (LOCK_TIMEOUT_MS=3000), not earlier.
-    rerun = [r for r in db.fetch_all("list_runs", status=None, schedule_id="tick", job_name="tick.record",
-                                      before=None, limit=10) if r["id"] != orphan[0]["id"]]
+    rerun = [
+        r
+        for r in db.fetch_all(
+            "list_runs", status=None, schedule_id="tick", job_name="tick.record", before=None, limit=10
+        )
+        if r["id"] != orphan[0]["id"]
+    ]
     assert min(r["startedAt"] for r in rerun) >= locked["lockedAt"] + timedelta(seconds=3)
     assert rescuer.poll() is None, "the rescuer keeps running"
     assert db.fetch_one("get_worker", id=locked["lockedBy"])["status"] == "DEAD"
@@ -162,8 +183,11 @@ def test_occurrences_missed_while_no_daemon_ran_are_skipped_not_replayed(db, dae
     # The schedule was enabled and due three hours ago; no daemon ran since.
     db.execute("enable_schedule", id="tick", next_run_at=at - timedelta(hours=3), now=at)
     daemons.start(TEST_CRON=cron)
-    skipped = wait_for(lambda: db.fetch_all("list_runs", status="SKIPPED", schedule_id="tick", job_name="*",
-                                            before=None, limit=10), 30, "the skip to be recorded")
+    skipped = wait_for(
+        lambda: db.fetch_all("list_runs", status="SKIPPED", schedule_id="tick", job_name="*", before=None, limit=10),
+        30,
+        "the skip to be recorded",
+    )
     assert "no schedule daemon was running" in skipped[0]["error"]
     assert daemons.executions() == []
     assert db.fetch_one("get_schedule", id="tick")["nextRunAt"] > now()
@@ -190,8 +214,13 @@ def test_a_mariadb_restart_under_a_running_daemon_is_survived_without_duplicates
     wait_for(lambda: len(daemons.executions()) >= 3, 30, "runs before the restart")
     mariadb_server.restart()
     restarted_at = now()
-    wait_for(lambda: any(datetime.fromisoformat(o) > restarted_at + timedelta(seconds=2)
-                         for _, o, _ in daemons.executions()), 60, "runs after the restart")
+    wait_for(
+        lambda: any(
+            datetime.fromisoformat(o) > restarted_at + timedelta(seconds=2) for _, o, _ in daemons.executions()
+        ),
+        60,
+        "runs after the restart",
+    )
     assert daemon.poll() is None, daemons.log_of(daemon)[-3000:]
     per_occurrence = collections.Counter(o for _, o, _ in daemons.executions())
     assert max(per_occurrence.values()) == 1

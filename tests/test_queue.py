@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import os
 from datetime import datetime, timedelta, timezone
 
 from health import check_health
-from tests.inprocess import InProcessPool
 from jobs import JobRegistry
 from occurrence import enqueue_occurrence
 from queue_mode import JobWorker, recover_queued_runs
@@ -17,6 +16,7 @@ from scheduling import App, ScheduleDefinition
 from settings import Settings
 from tests.admin_client import AdminServer
 from tests.conftest import ROOT
+from tests.inprocess import InProcessPool
 
 T0 = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
 SETTINGS = Settings.from_env({"EXECUTION_MODE": "queue", "HEARTBEAT_INTERVAL_MS": "1000", "LOCK_TIMEOUT_MS": "5000"})
@@ -33,6 +33,7 @@ def make_app(fail_times: dict[str, int] | None = None, retries: int = 0):
             calls.append((name, ctx.attempt))
             if failures.get(name, 0) >= ctx.attempt:
                 raise RuntimeError(f"{name} attempt {ctx.attempt} broke")
+
         return run
 
     registry.job(group="etl", name="extract", retries=retries, retry_backoff_s=10)(body("extract"))
@@ -44,7 +45,7 @@ def make_app(fail_times: dict[str, int] | None = None, retries: int = 0):
 
 def runs_of(db):
     rows = db.fetch_all("list_runs", status=None, schedule_id="etl", job_name=None, before=None, limit=100)
-    return sorted(((r["jobName"], r["attempt"], r["status"]) for r in rows))
+    return sorted((r["jobName"], r["attempt"], r["status"]) for r in rows)
 
 
 def drain(worker, now):
@@ -89,12 +90,18 @@ def test_a_failed_run_is_retried_after_its_backoff_and_history_keeps_every_attem
     drain(worker, T0)
     assert ("extract", 1, "FAILED") in runs_of(db) and ("extract", 2, "QUEUED") in runs_of(db)
     # The backoff runs from the failure, which happened in real time.
-    failed_at = db.fetch_all("list_runs", status="FAILED", schedule_id="etl", job_name=None, before=None, limit=1)[0]["completedAt"]
+    failed_at = db.fetch_all("list_runs", status="FAILED", schedule_id="etl", job_name=None, before=None, limit=1)[0][
+        "completedAt"
+    ]
     drain(worker, failed_at + timedelta(seconds=9))
     assert ("extract", 2, "QUEUED") in runs_of(db), "not before the 10 s backoff"
     drain(worker, failed_at + timedelta(seconds=11))
-    assert runs_of(db) == [("extract", 1, "FAILED"), ("extract", 2, "COMPLETED"), ("report", 1, "COMPLETED"),
-                           ("transform", 1, "COMPLETED")]
+    assert runs_of(db) == [
+        ("extract", 1, "FAILED"),
+        ("extract", 2, "COMPLETED"),
+        ("report", 1, "COMPLETED"),
+        ("transform", 1, "COMPLETED"),
+    ]
     assert db.fetch_one("get_schedule", id="etl")["runCount"] == 1
 
 
@@ -157,8 +164,14 @@ def test_each_unhealthy_case_is_reported(db):
     sync_definitions(db, app, T0)
     db.execute("enable_schedule", id="etl", next_run_at=T0 + timedelta(hours=1), now=T0)
     assert any("schedule etl is overdue" in p for p in problems(db, later))
-    db.execute("claim_occurrence", id="etl", due=T0 + timedelta(hours=1), next_run_at=T0 + timedelta(hours=3),
-               owner="d1", now=T0 + timedelta(hours=1))
+    db.execute(
+        "claim_occurrence",
+        id="etl",
+        due=T0 + timedelta(hours=1),
+        next_run_at=T0 + timedelta(hours=3),
+        owner="d1",
+        now=T0 + timedelta(hours=1),
+    )
     assert any("schedule etl is locked by d1" in p for p in problems(db, later))
     with db.transaction():
         for i in range(20):
@@ -174,13 +187,20 @@ def test_each_unhealthy_case_is_reported(db):
 
 def test_health_command_exits_0_or_1_with_one_reason_a_line(database_url, db):
     def health():
-        return subprocess.run([sys.executable, str(ROOT / "schedule_daemon.py"), "--health"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url})
+        return subprocess.run(
+            [sys.executable, str(ROOT / "schedule_daemon.py"), "--health"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url},
+        )
 
     unhealthy = health()
     assert unhealthy.returncode == 1 and unhealthy.stdout.startswith("UNHEALTHY: no live schedule daemon")
-    db.insert("register_worker", id="d1", worker_type="schedule_daemon", hostname="h", pid=1,
-              now=datetime.now(timezone.utc))
+    db.insert(
+        "register_worker", id="d1", worker_type="schedule_daemon", hostname="h", pid=1, now=datetime.now(timezone.utc)
+    )
     healthy = health()
     assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
 

@@ -15,9 +15,15 @@ import pytest
 
 from tests.conftest import ROOT, operator_sql, wait_for
 
-ENV = {"SCHEDULES_MODULE": "tests.queue_app", "APP_ENV": "test", "EXECUTION_MODE": "queue",
-       "HEARTBEAT_INTERVAL_MS": "500", "LOCK_TIMEOUT_MS": "3000", "SCHEDULE_POLL_INTERVAL_MS": "1000",
-       "JOB_WORKER_POLL_INTERVAL_MS": "200"}
+ENV = {
+    "SCHEDULES_MODULE": "tests.queue_app",
+    "APP_ENV": "test",
+    "EXECUTION_MODE": "queue",
+    "HEARTBEAT_INTERVAL_MS": "500",
+    "LOCK_TIMEOUT_MS": "3000",
+    "SCHEDULE_POLL_INTERVAL_MS": "1000",
+    "JOB_WORKER_POLL_INTERVAL_MS": "200",
+}
 STREAM_SECONDS = 30
 
 
@@ -29,10 +35,19 @@ def processes(database_url, tmp_path):
 
     def start(*args: str) -> subprocess.Popen:
         log = open(tmp_path / f"process-{len(started)}.log", "wb")
-        process = subprocess.Popen([sys.executable, str(ROOT / "schedule_daemon.py"), *args], cwd=ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url,
-                                        "TEST_MARKER_FILE": str(marker), **ENV})
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": database_url,
+                "TEST_MARKER_FILE": str(marker),
+                **ENV,
+            },
+        )
         started.append(process)
         return process
 
@@ -50,7 +65,9 @@ def processes(database_url, tmp_path):
 
 
 def ghost_counts(db):
-    rows = operator_sql(db, "SELECT workerType, COUNT(*) FROM WorkerInstance WHERE status = 'RUNNING' GROUP BY workerType")
+    rows = operator_sql(
+        db, "SELECT workerType, COUNT(*) FROM WorkerInstance WHERE status = 'RUNNING' GROUP BY workerType"
+    )
     return {worker_type: count for worker_type, count in rows}
 
 
@@ -65,22 +82,33 @@ def test_three_daemons_and_four_workers_run_every_queued_run_once_and_lose_nothi
 
     # Mid-stream, kill -9 a worker that is running a job.
     wait_for(lambda: time.monotonic() - began > 10, 20, "10 s of stream", interval=0.5)
-    victim_run = wait_for(lambda: db.fetch_all("list_runs", status="RUNNING", schedule_id="stream", job_name=None,
-                                                before=None, limit=1), 10, "a running job", interval=0.005)[0]
+    victim_run = wait_for(
+        lambda: db.fetch_all("list_runs", status="RUNNING", schedule_id="stream", job_name=None, before=None, limit=1),
+        10,
+        "a running job",
+        interval=0.005,
+    )[0]
     victim_pid = db.fetch_one("get_worker", id=victim_run["workerId"])["pid"]
     victim = next(p for p in workers if p.pid == victim_pid)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     wait_for(lambda: ghost_counts(db).get("job_worker") == 3, 30, "the dead worker to stop counting as RUNNING")
 
-    wait_for(lambda: time.monotonic() - began > STREAM_SECONDS, STREAM_SECONDS + 10, "the rest of the stream", interval=0.5)
+    wait_for(
+        lambda: time.monotonic() - began > STREAM_SECONDS, STREAM_SECONDS + 10, "the rest of the stream", interval=0.5
+    )
     db.execute("disable_schedule", id="stream", now=datetime.now(timezone.utc))
     for daemon in daemons:
         daemon.send_signal(signal.SIGTERM)
     assert all(d.wait(timeout=30) == 0 for d in daemons)
-    wait_for(lambda: not db.fetch_all("list_runs", status="QUEUED", schedule_id=None, job_name=None, before=None, limit=1)
-             and not db.fetch_all("list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1),
-             60, "the queue to drain")
+    wait_for(
+        lambda: (
+            not db.fetch_all("list_runs", status="QUEUED", schedule_id=None, job_name=None, before=None, limit=1)
+            and not db.fetch_all("list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1)
+        ),
+        60,
+        "the queue to drain",
+    )
     elapsed = time.monotonic() - began
 
     runs = db.fetch_all("list_runs", status=None, schedule_id="stream", job_name=None, before=None, limit=100_000)
@@ -96,7 +124,10 @@ def test_three_daemons_and_four_workers_run_every_queued_run_once_and_lose_nothi
         for run in sorted(batch_runs, key=lambda r: r["attempt"]):
             final[run["jobName"]] = run
         assert {name: r["status"] for name, r in final.items()} == {
-            "q.extract": "COMPLETED", "q.transform": "COMPLETED", "q.report": "COMPLETED"}, scheduled_for
+            "q.extract": "COMPLETED",
+            "q.transform": "COMPLETED",
+            "q.report": "COMPLETED",
+        }, scheduled_for
         assert final["q.transform"]["startedAt"] >= final["q.extract"]["completedAt"], "dependency order"
 
     # Every claimed run executed exactly once: one start line per run id, outside the database.
@@ -111,5 +142,7 @@ def test_three_daemons_and_four_workers_run_every_queued_run_once_and_lose_nothi
     assert all(r["status"] in ("COMPLETED", "FAILED") for r in runs)
     row = db.fetch_one("get_schedule", id="stream")
     assert row["runCount"] == len(occurrences) and row["failureCount"] == 0
-    print(f"\n[{db.kind}] {len(runs)} runs in {len(occurrences)} occurrences over {elapsed:.1f}s, "
-          f"{len(duplicates)} duplicates, 1 worker killed, {len(died)} run failed and retried")
+    print(
+        f"\n[{db.kind}] {len(runs)} runs in {len(occurrences)} occurrences over {elapsed:.1f}s, "
+        f"{len(duplicates)} duplicates, 1 worker killed, {len(died)} run failed and retried"
+    )

@@ -48,8 +48,11 @@ def test_a_hung_job_times_out_the_next_occurrence_runs_and_another_schedule_keep
     daemons.start(**APP, JOB_TIMEOUT_S="2", JOB_KILL_GRACE_S="1", TEST_JOB_SECONDS="600")
     enable(db, "steer")
     enable(db, "beat")
-    timed_out = wait_for(lambda: [r for r in runs(db, "steer", "steer.run") if r["status"] == "FAILED"][2:] or None,
-                         40, "three timed-out runs of the hung schedule")
+    timed_out = wait_for(
+        lambda: [r for r in runs(db, "steer", "steer.run") if r["status"] == "FAILED"][2:] or None,
+        40,
+        "three timed-out runs of the hung schedule",
+    )
     assert all("timed out after 2 s" in r["error"] for r in timed_out)
     beats = [r for r in runs(db, "beat", "beat.run") if r["status"] == "COMPLETED"]
     seconds = sorted(r["scheduledFor"] for r in beats)
@@ -61,8 +64,11 @@ def test_a_hung_job_times_out_the_next_occurrence_runs_and_another_schedule_keep
 def test_a_segfaulting_job_fails_its_run_and_the_daemon_runs_the_next_occurrence(db, daemons):
     daemon = daemons.start(**APP, TEST_STEER="segfault")
     enable(db, "steer")
-    failed = wait_for(lambda: [r for r in runs(db, "steer", "steer.run") if r["status"] == "FAILED"][2:] or None,
-                      30, "three failed runs")
+    failed = wait_for(
+        lambda: [r for r in runs(db, "steer", "steer.run") if r["status"] == "FAILED"][2:] or None,
+        30,
+        "three failed runs",
+    )
     assert all("died of signal SIGSEGV" in r["error"] for r in failed)
     assert daemon.poll() is None
     logs = db.fetch_all("list_logs", run_id=failed[0]["id"])
@@ -73,8 +79,11 @@ def test_a_segfaulting_job_fails_its_run_and_the_daemon_runs_the_next_occurrence
 def test_overlap_policy_skip_records_the_occurrence_buffer_one_runs_it_right_after(db, daemons, policy):
     daemons.start(**APP, TEST_OVERLAP=policy, TEST_JOB_SECONDS="2.5")
     enable(db, "steer")
-    wait_for(lambda: len([r for r in runs(db, "steer", "steer.run") if r["status"] == "COMPLETED"]) >= 3, 40,
-             "three completed runs")
+    wait_for(
+        lambda: len([r for r in runs(db, "steer", "steer.run") if r["status"] == "COMPLETED"]) >= 3,
+        40,
+        "three completed runs",
+    )
     rows = runs(db, "steer")
     skipped = [r for r in rows if r["jobName"] == "*" and "previous run still running" in (r["error"] or "")]
     done = [r for r in rows if r["jobName"] == "steer.run" and r["status"] == "COMPLETED"]
@@ -109,13 +118,21 @@ def test_an_occurrence_due_while_a_manual_run_holds_the_lock_starts_right_after_
     first = wait_for(lambda: runs(db, "steer", "steer.run"), 30, "a first cron run")[0]
     wait_for(lambda: runs(db, "steer", "steer.run")[0]["status"] == "COMPLETED", 10, "the first run to end")
     manual = subprocess.run(
-        [sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "steer"], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, env={**daemons.env(), **APP, "TEST_JOB_SECONDS": "5", "TEST_CRON": steer.cron})
+        [sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "steer"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**daemons.env(), **APP, "TEST_JOB_SECONDS": "5", "TEST_CRON": steer.cron},
+    )
     assert manual.returncode == 0, manual.stderr + manual.stdout
     assert "steer.run: COMPLETED" in manual.stdout and "INFO steer steer printing" in manual.stdout
     manual_run = next(r for r in runs(db, "steer", "steer.run") if r["trigger"] == "MANUAL")
-    after = wait_for(lambda: [r for r in runs(db, "steer", "steer.run")
-                              if r["trigger"] == "CRON" and r["id"] > manual_run["id"]], 15, "the cron run after it")[0]
+    after = wait_for(
+        lambda: [r for r in runs(db, "steer", "steer.run") if r["trigger"] == "CRON" and r["id"] > manual_run["id"]],
+        15,
+        "the cron run after it",
+    )[0]
     lag = (after["startedAt"] - manual_run["completedAt"]).total_seconds()
     assert 0 <= lag < 1.5, f"the buffered occurrence started {lag:.2f}s after the manual run (heartbeat 0.5 s)"
     late = [r for r in runs(db, "steer") if r["jobName"] == "*" and r["id"] > first["id"]]
@@ -124,10 +141,22 @@ def test_an_occurrence_due_while_a_manual_run_holds_the_lock_starts_right_after_
 
 def test_run_exits_1_when_a_job_fails_and_names_an_unknown_schedule(db, daemons):
     env = {**daemons.env(), **APP, "TEST_STEER": "raise"}
-    failed = subprocess.run([sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "steer"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, env=env)
+    failed = subprocess.run(
+        [sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "steer"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert failed.returncode == 1
     assert "steer.run: FAILED" in failed.stdout and "RuntimeError: steer was told to fail" in failed.stdout
-    unknown = subprocess.run([sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "nope"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60, env=env)
+    unknown = subprocess.run(
+        [sys.executable, str(ROOT / "schedule_daemon.py"), "--run", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert unknown.returncode == 1 and "no schedule 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr

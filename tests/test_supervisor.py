@@ -44,9 +44,23 @@ def make_pool(db, database_url):
 def run(pool: ChildPool, db, job_name: str):
     """Insert a RUNNING JobRun for `job_name` and run it in the pool: (result, the run's log lines)."""
     now = datetime.now(timezone.utc)
-    run_id = db.insert("insert_run", job_name=job_name, trigger="MANUAL", schedule_id=None, scheduled_for=now,
-                       batch_id=None, attempt=1, status="RUNNING", worker_id="test", queued_at=None, started_at=now,
-                       completed_at=None, duration_ms=None, error=None, now=now)
+    run_id = db.insert(
+        "insert_run",
+        job_name=job_name,
+        trigger="MANUAL",
+        schedule_id=None,
+        scheduled_for=now,
+        batch_id=None,
+        attempt=1,
+        status="RUNNING",
+        worker_id="test",
+        queued_at=None,
+        started_at=now,
+        completed_at=None,
+        duration_ms=None,
+        error=None,
+        now=now,
+    )
     result = pool.run(APP.registry.jobs[job_name], JobCall(run_id, job_name, None, now, "MANUAL", 1))
     return result, db.fetch_all("list_logs", run_id=run_id)
 
@@ -71,8 +85,12 @@ def test_stdout_stderr_logging_and_ctx_log_become_the_runs_log_lines_in_order(ma
     result, lines = run(make_pool(), db, "sv.talk")
     assert result.status is RunStatus.COMPLETED, result.error
     assert [(line["level"], line["message"]) for line in lines] == [
-        ("INFO", "to stdout"), ("INFO", "from ctx.log"), ("WARNING", "to stderr"),
-        ("WARNING", "talk: a warning record"), ("INFO", "talk: an info record"), ("INFO", "no newline at the end"),
+        ("INFO", "to stdout"),
+        ("INFO", "from ctx.log"),
+        ("WARNING", "to stderr"),
+        ("WARNING", "talk: a warning record"),
+        ("INFO", "talk: an info record"),
+        ("INFO", "no newline at the end"),
     ]
     echoed = [r.getMessage() for r in caplog.records if r.name == "supervisor"]
     assert any("sv.talk (run " in m and m.endswith("to stderr") for m in echoed)
@@ -117,12 +135,15 @@ def test_job_timeout_s_is_the_default_and_zero_means_none(make_pool, db):
     assert result.status is RunStatus.COMPLETED
 
 
-@pytest.mark.parametrize("job_name, cause", [
-    ("sv.os_exit", "exited with code 3"),
-    ("sv.sys_exit", "exited with code 4"),
-    ("sv.segfault", "died of signal SIGSEGV"),
-    ("sv.oom_killed", "died of signal SIGKILL"),
-])
+@pytest.mark.parametrize(
+    "job_name, cause",
+    [
+        ("sv.os_exit", "exited with code 3"),
+        ("sv.sys_exit", "exited with code 4"),
+        ("sv.segfault", "died of signal SIGSEGV"),
+        ("sv.oom_killed", "died of signal SIGKILL"),
+    ],
+)
 def test_a_crashing_child_fails_only_its_run_and_the_next_job_runs(make_pool, db, job_name, cause):
     pool = make_pool()
     result, _ = run(pool, db, job_name)
@@ -188,12 +209,19 @@ def test_a_run_still_going_when_the_shutdown_grace_ends_is_interrupted(make_pool
 
 
 def test_queue_mode_retries_a_timed_out_run_like_any_failure(db, database_url):
-    settings = Settings.from_env({"DATABASE_URL": database_url, "SCHEDULES_MODULE": "tests.supervised_app",
-                                  "JOB_KILL_GRACE_S": "1", "EXECUTION_MODE": "queue"})
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "SCHEDULES_MODULE": "tests.supervised_app",
+            "JOB_KILL_GRACE_S": "1",
+            "EXECUTION_MODE": "queue",
+        }
+    )
     sync_definitions(db, APP, datetime.now(timezone.utc))
     with db.transaction():
-        batch_id = enqueue_occurrence(db, APP, APP.schedules["retry"], datetime.now(timezone.utc), "MANUAL",
-                                      datetime.now(timezone.utc))
+        batch_id = enqueue_occurrence(
+            db, APP, APP.schedules["retry"], datetime.now(timezone.utc), "MANUAL", datetime.now(timezone.utc)
+        )
     worker = JobWorker(db, APP, settings)
     worker.start()
     try:
