@@ -479,13 +479,9 @@ def test_health_names_queued_runs_whose_dependencies_can_no_longer_complete(db):
     assert "fault.after of schedule fault" in problem
 
 
-def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(db):
-    at = now()
-    db.insert(
-        "register_worker", id="gone", worker_type="schedule_daemon", hostname="h", pid=1, now=at - timedelta(minutes=10)
-    )
-    db.execute("insert_schedule", id="fault", name="Fault", cron="* * * * * *", timezone="UTC", now=at)
-    run_id = db.insert(
+def insert_running_run(db, worker_id: str, at: datetime) -> int:
+    """A run of schedule 'fault' RUNNING under `worker_id` since nine minutes before `at`."""
+    return db.insert(
         "insert_run",
         job_name="fault.work",
         trigger="CRON",
@@ -494,7 +490,7 @@ def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(
         batch_id=None,
         attempt=1,
         status="RUNNING",
-        worker_id="gone",
+        worker_id=worker_id,
         queued_at=None,
         started_at=at - timedelta(minutes=9),
         completed_at=None,
@@ -502,6 +498,15 @@ def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(
         error=None,
         now=at,
     )
+
+
+def test_health_names_a_run_left_running_past_the_lock_timeout_by_a_dead_holder(db):
+    at = now()
+    db.insert(
+        "register_worker", id="gone", worker_type="schedule_daemon", hostname="h", pid=1, now=at - timedelta(minutes=10)
+    )
+    db.execute("insert_schedule", id="fault", name="Fault", cron="* * * * * *", timezone="UTC", now=at)
+    run_id = insert_running_run(db, "gone", at)
     [problem] = [p for p in problems(db) if f"run {run_id} " in p]
     assert "longer than LOCK_TIMEOUT_MS" in problem and "gone is not alive" in problem
     db.execute("heartbeat", id="gone", now=now())  # alive after all, and holding the schedule: a long job

@@ -23,6 +23,7 @@ from tests.test_faults import (
     Processes,
     assert_each_occurrence_ran_once,
     enable,
+    insert_running_run,
     now,
     problems,
     runs,
@@ -240,23 +241,7 @@ def test_health_names_an_inline_run_whose_live_holder_no_longer_holds_its_schedu
     at = now()
     db.insert("register_worker", id="alive", worker_type="schedule_daemon", hostname="h", pid=1, now=at)
     db.execute("insert_schedule", id="fault", name="Fault", cron="* * * * * *", timezone="UTC", now=at)
-    run_id = db.insert(
-        "insert_run",
-        job_name="fault.work",
-        trigger="CRON",
-        schedule_id="fault",
-        scheduled_for=at,
-        batch_id=None,
-        attempt=1,
-        status="RUNNING",
-        worker_id="alive",
-        queued_at=None,
-        started_at=at - timedelta(minutes=9),
-        completed_at=None,
-        duration_ms=None,
-        error=None,
-        now=at,
-    )
+    run_id = insert_running_run(db, "alive", at)
     [problem] = [p for p in problems(db) if f"run {run_id} " in p]
     assert "no longer holds the schedule" in problem
     operator_sql(db, "UPDATE JobSchedule SET lockedBy = 'alive' WHERE id = 'fault'")  # a long run, still held
