@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -28,8 +27,9 @@ from health import check_health
 from occurrence import enqueue_occurrence
 from scheduling import load_app
 from settings import Settings
-from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
+from tests.conftest import operator_connection, operator_sql, wait_for
 from tests.fault_proxy import FaultProxy
+from tests.test_processes import Daemons
 
 FAST = {
     "HEARTBEAT_INTERVAL_MS": "500",
@@ -40,56 +40,15 @@ FAST = {
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
-class Processes:
-    """schedule_daemon.py processes (daemons or --worker) on one database, all stopped at the end."""
+class Processes(Daemons):
+    """schedule_daemon.py processes (daemons or --worker) of the fault application, all stopped at the end."""
 
-    def __init__(self, database_url: str, tmp_path: Path):
-        self.database_url = database_url
-        self.tmp_path = tmp_path
-        self.marker = tmp_path / "marker.txt"
-        self.marker.touch()
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"process-{len(self.processes)}.log", "wb")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": self.database_url,
-            "SCHEDULES_MODULE": "tests.fault_app",
-            "APP_ENV": "test",
-            "TEST_MARKER_FILE": str(self.marker),
-            **FAST,
-            **env,
-        }
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        process.log_path = log.name
-        self.processes.append(process)
-        return process
-
-    def log_of(self, process: subprocess.Popen) -> str:
-        return Path(process.log_path).read_text()
+    app = "tests.fault_app"
+    settings = FAST
 
     def marks(self, what: str) -> list[tuple[str, str]]:
         """(scheduledFor, pid) of each `what` line (start, done, after) in the marker file."""
         return [tuple(line.split()[1:]) for line in self.marker.read_text().splitlines() if line.startswith(what + " ")]
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture

@@ -22,7 +22,11 @@ FAST = {"HEARTBEAT_INTERVAL_MS": "500", "LOCK_TIMEOUT_MS": "3000", "SCHEDULE_POL
 
 
 class Daemons:
-    """Starts schedule_daemon.py processes on one database and stops them all at the end."""
+    """Starts schedule_daemon.py processes (daemons, or `--worker` with that argument) on one database and
+    stops them all at the end. A subclass names another test application and its settings."""
+
+    app = "tests.sample_app"
+    settings = FAST
 
     def __init__(self, database_url: str, tmp_path: Path):
         self.database_url = database_url
@@ -37,16 +41,16 @@ class Daemons:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "DATABASE_URL": self.database_url,
-            "SCHEDULES_MODULE": "tests.sample_app",
+            "SCHEDULES_MODULE": self.app,
             "APP_ENV": "test",
             "TEST_MARKER_FILE": str(self.marker),
-            **FAST,
+            **self.settings,
         }
 
-    def start(self, **env: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"daemon-{len(self.processes)}.log", "wb")
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        log = open(self.tmp_path / f"process-{len(self.processes)}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "schedule_daemon.py")],
+            [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,6 +75,7 @@ class Daemons:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 @pytest.fixture
