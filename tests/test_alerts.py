@@ -307,22 +307,7 @@ def test_queue_mode_alerts_each_failed_run_once_and_pings_start_and_fail(db, dae
         TEST_CRON="* * * * * */2",
     )
     daemons.start(**env)
-    with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "schedule_daemon.py"), "--worker"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "DATABASE_URL": daemons.database_url,
-                "APP_ENV": "test",
-                "JOB_WORKER_POLL_INTERVAL_MS": "200",
-                **FAST,
-                **env,
-            },
-        )
+    worker = daemons.start("--worker", JOB_WORKER_POLL_INTERVAL_MS="200", **env)
     try:
         enable_flaky(db, "* * * * * */2")
         wait_for(lambda: len(flaky_runs(db, "FAILED")) >= 2, 30, "two failed queued runs")
@@ -340,7 +325,7 @@ def test_queue_mode_alerts_each_failed_run_once_and_pings_start_and_fail(db, dae
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
-    assert_no_secret((tmp_path / "worker.log").read_text())
+    assert_no_secret(daemons.log_of(worker))
 
 
 def test_in_queue_mode_no_live_job_worker_is_daemon_down_too(db, receiver, monkeypatch):
