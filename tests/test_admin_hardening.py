@@ -440,6 +440,17 @@ def finish(process: subprocess.Popen, stop: bool = False) -> tuple[int, str]:
     return process.returncode, output
 
 
+def output_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """What `process` printed up to and including the first line holding `text` (or until it ends)."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline and (line := process.stdout.readline()):
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def run_quietly(args: list[str], database_url: str) -> tuple[int, str]:
     return finish(start(args, database_url))
 
@@ -462,9 +473,10 @@ def test_no_program_shows_the_password_when_the_database_is_unreachable():
         for password, url in urls
     ]
     results = [(password, finish(health), finish(admin), daemon) for password, health, admin, daemon in started]
-    time.sleep(1)  # the daemons started with the others, which have all failed to connect by now
     for password, health, admin, daemon in results:
-        outputs = [health, admin, finish(daemon, stop=True)]
+        first_attempt = output_until(daemon, "cannot connect to MySQL")
+        code, rest = finish(daemon, stop=True)
+        outputs = [health, admin, (code, first_attempt + rest)]
         assert outputs[0][0] == 1 and "does not answer" in outputs[0][1]
         assert outputs[1][0] == 1 and "cannot connect to MySQL at 127.0.0.1" in outputs[1][1]
         assert "mysql://pwtest:***@" in outputs[2][1] and "cannot connect to MySQL" in outputs[2][1]

@@ -9,7 +9,6 @@ occurrence is counted.
 from __future__ import annotations
 
 import contextlib
-import time
 import urllib.parse
 from datetime import timedelta
 
@@ -218,7 +217,8 @@ def test_an_inline_outcome_refused_by_a_read_only_server_is_stored_once_it_takes
         wait_for(
             lambda: any(f"run {held['id']} " in p for p in problems(db)), 20, "the health check to name the stuck run"
         )
-        time.sleep(1)  # a few more refused attempts
+        refused = processes.log_of(daemon).count("DatabaseCannotWrite")
+        wait_for(lambda: processes.log_of(daemon).count("DatabaseCannotWrite") > refused, 30, "another refused attempt")
         assert db.fetch_one("get_run", id=held["id"])["status"] == "RUNNING"
     finally:
         root_sql("SET GLOBAL read_only = 0")
