@@ -101,6 +101,9 @@ def _days_either(fields: list[str]) -> bool:
     return not fields[2].startswith(("*", "?")) and not fields[4].startswith(("*", "?"))
 
 
+_WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin server calls in from many threads
+
+
 @lru_cache(maxsize=4096)
 def _parse(expression: str) -> croniter:
     """A parsed expression, days combined the Vixie way. Parsing is half of croniter's cost, so once each."""
@@ -159,12 +162,26 @@ def cron_problem(expression: str) -> str | None:
         if problem is not None:
             return problem
     try:
-        croniter(" ".join(fields), _NEVER_FIRES_FROM, day_or=_days_either(fields)).get_next(datetime)
+        walls = _parse(expression)  # the walker next_after() uses: validating builds it once for both
+        if not _fires_every_year(fields):
+            with _WALKER_LOCK:
+                walls.set_current(_NEVER_FIRES_FROM, force=True)
+                walls.get_next(datetime)
     except CroniterBadDateError:
         return f"{quoted(expression)} can never fire: {_never_fires_reason(fields)}"
     except (CroniterError, ValueError, KeyError, IndexError) as exc:  # a combination no single field shows
         return f"{quoted(expression)} is not a valid cron expression ({type(exc).__name__})"
     return None
+
+
+def _fires_every_year(fields: list[str]) -> bool:
+    """True when the day fields (valid on their own) surely meet: day of month or month is `*`, no L, W or #.
+
+    Every month has days 1-28 and every weekday, and January has days 1-31; only a restricted day of
+    month in restricted months can miss (30 February). The probe that finds those costs a cron walk.
+    """
+    plain = not any(mark in field.upper() for field in fields[2:5] for mark in "LW#?")
+    return plain and "*" in (fields[2], fields[3])
 
 
 def seconds_last_warning(expression: str) -> str | None:
@@ -288,20 +305,37 @@ def _aware_utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC)
 
 
-_WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin server calls in from many threads
+_BRACKETS: dict[tuple[str, str], tuple[datetime, datetime]] = {}  # (expression, zone) -> _bracket()
+_BRACKETS_MAX = 16384
 
 
 def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     """The first occurrence strictly after the instant `after`, in UTC."""
-    return _next_after(expression, zone_name, _aware_utc(after))
+    return _bracket(expression, zone_name, _aware_utc(after))[1]
 
 
 def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     """The last occurrence at or before the instant `at`, in UTC."""
-    return _latest_at_or_before(expression, zone_name, _aware_utc(at))
+    return _bracket(expression, zone_name, _aware_utc(at))[0]
 
 
-@lru_cache(maxsize=16384)  # thousands of schedules share a few expressions and the same `now`
+def _bracket(expression: str, zone_name: str, at: datetime) -> tuple[datetime, datetime]:
+    """The occurrences either side of `at`: the last one at or before it, the first one after it.
+
+    No occurrence lies between the two, so every instant from the first up to the second has the same
+    answers: one bracket per expression serves the thousands of schedules that share it (after a
+    restart, 10,000 daily schedules have 1,440 crons), from every `now` until its next occurrence.
+    """
+    key = (expression, zone_name)
+    known = _BRACKETS.get(key)
+    if known is None or not known[0] <= at < known[1]:
+        known = (_latest_at_or_before(expression, zone_name, at), _next_after(expression, zone_name, at))
+        if len(_BRACKETS) >= _BRACKETS_MAX:  # a bound, for a process fed ever new expressions
+            _BRACKETS.clear()
+        _BRACKETS[key] = known
+    return known
+
+
 def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
     local = after.astimezone(zone)
@@ -325,7 +359,6 @@ def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
         return found
 
 
-@lru_cache(maxsize=16384)
 def _latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
     local = at.astimezone(zone)

@@ -95,6 +95,18 @@ def test_next_and_latest_match_the_oracle_around_every_offset_change(zone_name):
     assert not found, "\n".join(found[:20])
 
 
+@pytest.mark.parametrize("expression", ("30 2 * * *", "30 1 * * *", "*/7 * * * *", "* * * * * */7"))
+def test_answers_remembered_between_two_occurrences_match_the_oracle_at_every_instant(expression):
+    """cron.py keeps the occurrences either side of the last instant asked and answers from them until the
+    next one passes: walking forward in small steps through both New York changes must never see it stale."""
+    found = []
+    for change in changes_of("America/New_York"):
+        fires = Fires(expression, "America/New_York", change.at - timedelta(days=2), change.at + timedelta(days=2))
+        steps = range(-3 * 3600, 3 * 3600, 97)  # seconds; 97 so that steps fall on and off every occurrence
+        found += mismatches(expression, "America/New_York", fires, [change.at + timedelta(seconds=s) for s in steps])
+    assert not found, "\n".join(found[:20])
+
+
 @pytest.mark.parametrize("zone_name", ZONES)
 def test_next_and_latest_match_the_oracle_from_random_instants(zone_name):
     rng, found = random.Random(zone_name), []
