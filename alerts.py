@@ -29,9 +29,7 @@ import json
 import logging
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -423,6 +421,9 @@ def busy_retried(decide: Callable[[], bool]) -> bool:
 
 def post(url: str, body: bytes) -> str | None:
     """POST JSON; None when the webhook answered 2xx, else why not (without the URL)."""
+    import urllib.error  # here: its HTTP and TLS modules are a tenth of the daemon's start-up, and most never alert
+    import urllib.request
+
     request = urllib.request.Request(
         url,
         data=body,

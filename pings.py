@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 log = logging.getLogger("pings")
 
@@ -45,6 +44,8 @@ class Pinger:
             log.error("[pings] %d pings waiting: dropped one to %s", MAX_WAITING, origin(url))
 
     def _drain(self) -> None:
+        import urllib.request  # here: its HTTP and TLS modules cost every start-up, and most schedules never ping
+
         while True:
             url = self._queue.get()
             try:

@@ -45,7 +45,7 @@ class SyncReport:
 def sync_definitions(db: Database, app: App, now: datetime) -> SyncReport:
     """Create missing schedules disabled, copy changed cron/time zone/name, unschedule rows not in code."""
     with db.transaction():
-        rows = {row["id"]: row for row in db.fetch_all("list_schedules")}
+        rows = {row["id"]: row for row in db.fetch_all("list_schedule_definitions")}
         created = [s for s in app.schedules.values() if s.id not in rows]
         db.execute_many(
             "insert_schedule",

@@ -45,6 +45,10 @@ LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past it
 STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
 
 
+class Overtaken(Exception):
+    """Another daemon moved some rows of a batch first: the batch is rolled back and taken row by row."""
+
+
 def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) -> bool:
     """Was some schedule daemon alive at instant `at`, judging by WorkerInstance start and heartbeat times?"""
     return any(row["startedAt"] - grace <= at <= row["lastHeartbeatAt"] + grace for row in lifetimes)
@@ -215,23 +219,35 @@ class ScheduleDaemon:
         """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence.
 
         Returns how many schedules moved on."""
-        skipped = []
-        with self.db.transaction():
-            for schedule, due in schedules:
-                next_run_at = schedule.next_after(now)
-                if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) == 1:
-                    skipped.append(
-                        skipped_record(
-                            schedule.id,
-                            due,
-                            max(due, schedule.latest_at_or_before(now)),
-                            "no schedule daemon was running (missed-run policy SKIP)",
-                            self.presence.id,
-                            now,
-                        )
-                    )
-            self.db.execute_many("insert_skip_record", skipped)
-            alerts.occurrences_missed(self.db, skipped)
+        moves = [
+            {"id": schedule.id, "due": due, "next_run_at": schedule.next_after(now), "now": now}
+            for schedule, due in schedules
+        ]
+        records = [
+            skipped_record(
+                schedule.id,
+                due,
+                max(due, schedule.latest_at_or_before(now)),
+                "no schedule daemon was running (missed-run policy SKIP)",
+                self.presence.id,
+                now,
+            )
+            for schedule, due in schedules
+        ]
+        try:
+            # One statement sent for the batch: each row's guard (nextRunAt = :due) still makes it ours
+            # alone, and a sum short of the batch means another daemon moved some of them first.
+            with self.db.transaction():
+                if self.db.execute_many("skip_occurrences", moves) != len(moves):
+                    raise Overtaken
+                self.db.execute_many("insert_skip_record", records)
+                alerts.occurrences_missed(self.db, records)
+            skipped = records
+        except Overtaken:  # rolled back: row by row, each skip recorded only where its own move matched
+            with self.db.transaction():
+                skipped = [r for m, r in zip(moves, records) if self.db.execute("skip_occurrences", **m) == 1]
+                self.db.execute_many("insert_skip_record", skipped)
+                alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (
                 f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""

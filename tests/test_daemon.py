@@ -173,6 +173,29 @@ def test_missed_occurrence_is_skipped_and_recorded_under_skip_policy(db):
     assert db.fetch_one("get_schedule", id="every-minute")["nextRunAt"] == T0 + 60 * SECOND
 
 
+def test_a_skip_batch_another_daemon_partly_moved_first_records_each_skip_once(db, database_url):
+    from db import Database
+    from occurrence import skipped_record
+
+    app, _ = make_app(*(ScheduleDefinition(f"s{n}", f"S{n}", "", "* * * * *") for n in range(3)))
+    daemon = make_daemon(db, app)
+    register(daemon, T0 + 10 * SECOND)
+    due, now = T0 - 3600 * SECOND, T0 + 30 * SECOND
+    for n in range(3):
+        enable(db, f"s{n}", due)
+    batch = [(app.schedules[f"s{n}"], due) for n in range(3)]  # what this daemon read as due
+    peer = Database.from_url(database_url)  # another daemon, on its own connection, moves s1 first
+    with peer.transaction():
+        assert peer.execute("skip_occurrences", id="s1", due=due, next_run_at=T0 + 60 * SECOND, now=now) == 1
+        peer.execute("insert_skip_record", **skipped_record("s1", due, T0, "the peer's skip", "peer", now))
+    peer.close()
+    assert daemon.skip_missed(batch, now) == 2
+    skips = {r["scheduleId"]: r for r in runs(db, status="SKIPPED")}
+    assert sorted(skips) == ["s0", "s1", "s2"] and len(runs(db, status="SKIPPED")) == 3
+    assert "the peer's skip" in skips["s1"]["error"] and "no schedule daemon" in skips["s0"]["error"]
+    assert all(db.fetch_one("get_schedule", id=f"s{n}")["nextRunAt"] == T0 + 60 * SECOND for n in range(3))
+
+
 def test_run_once_policy_runs_one_catch_up_for_the_latest_missed_occurrence(db):
     app, calls = make_app(ScheduleDefinition("r", "R", "", "* * * * *", missed_run_policy="RUN_ONCE"))
     daemon = make_daemon(db, app)
