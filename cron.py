@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -161,12 +162,13 @@ def cron_problem(expression: str) -> str | None:
         problem = _field_problem(name, text, position, len(fields))
         if problem is not None:
             return problem
+    if _fires_every_year(fields) and isinstance(_walls(expression), _PlainWalls):
+        return None  # croniter read every field on its own; the days meet; next_after() needs no croniter
     try:
-        walls = _parse(expression)  # the walker next_after() uses: validating builds it once for both
-        if not _fires_every_year(fields):
-            with _WALKER_LOCK:
-                walls.set_current(_NEVER_FIRES_FROM, force=True)
-                walls.get_next(datetime)
+        walls = _parse(expression)
+        with _WALKER_LOCK:
+            walls.set_current(_NEVER_FIRES_FROM, force=True)
+            walls.get_next(datetime)
     except CroniterBadDateError:
         return f"{quoted(expression)} can never fire: {_never_fires_reason(fields)}"
     except (CroniterError, ValueError, KeyError, IndexError) as exc:  # a combination no single field shows
@@ -286,16 +288,129 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def _first_after(walls: croniter, wall: datetime) -> datetime:
+def _first_after(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
+    """The first wall time of the expression after the naive `wall`."""
+    if isinstance(walls, _PlainWalls):
+        found = walls.first_after(wall)
+        if found is not None:
+            return found
+        walls = _parse(
+            walls.expression
+        )  # a rare day (29 February, a date on a weekday) years away: croniter looks further
     walls.set_current(wall, force=True)
     found: datetime = walls.get_next(datetime)
     return found
 
 
-def _last_at_or_before(walls: croniter, wall: datetime) -> datetime:
+def _last_at_or_before(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
+    """The last wall time of the expression at or before the naive `wall`."""
+    if isinstance(walls, _PlainWalls):
+        found = walls.last_at_or_before(wall)
+        if found is not None:
+            return found
+        walls = _parse(walls.expression)
     walls.set_current(wall + _TINY, force=True)
     found: datetime = walls.get_prev(datetime)
     return found
+
+
+_SEARCH_DAYS = 4 * 366  # days walked directly; an expression whose days are rarer is left to croniter
+
+
+_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59))  # each field's numbers, in FIELDS' order
+
+
+def _plain_values(field: str, low: int, high: int) -> frozenset[int] | None:
+    """The numbers a field of numbers, names, `*`, ranges, steps and lists names; None for L, W, # and `?`."""
+    values: set[int] = set()
+    for item in field.lower().split(","):
+        span, slash, step = item.partition("/")
+        if span == "*":
+            first, last = low, high
+        else:
+            start, dash, end = span.partition("-")
+            first = _number(start)
+            last = _number(end) if dash else high if slash else first  # `5/15`: 5, 20, 35, 50
+        if first is None or last is None or (slash and not step.isdigit()):
+            return None
+        values.update(range(first, last + 1, int(step) if slash else 1))
+    return frozenset(values)
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() else _NAMES.get(text)
+
+
+@dataclass(frozen=True)
+class _PlainWalls:
+    """Wall times of an expression of plain fields (numbers, names, `*`, ranges, steps, lists), walked
+    directly: a tenth of croniter's cost, and no croniter to build, which after a restart is most of the
+    cost of catching up thousands of schedules. croniter walks the others (L, W, #) and very rare days."""
+
+    expression: str
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: frozenset[int] | None  # None: any
+    months: frozenset[int] | None
+    weekdays: frozenset[int] | None  # 0 is Sunday
+    either: bool  # Vixie: both day fields restricted, a day matching either fires
+
+    @staticmethod
+    def of(expression: str) -> _PlainWalls | None:
+        fields = fields_of(expression)
+        values = [_plain_values(f, low, high) for f, (low, high) in zip(fields + ["0"], _RANGES)]
+        if len(fields) not in (5, 6) or any(v is None for v in values):
+            return None
+        second, minute, hour, day, month, weekday = (values[i] or frozenset() for i in (5, 0, 1, 2, 3, 4))
+        return _PlainWalls(
+            expression,
+            tuple(sorted(second)),
+            tuple(sorted(minute)),
+            tuple(sorted(hour)),
+            None if fields[2] == "*" else day,
+            None if fields[3] == "*" else month,
+            None if fields[4] == "*" else frozenset(d % 7 for d in weekday),
+            _days_either(fields),
+        )
+
+    def on(self, day: date) -> bool:
+        if self.months is not None and day.month not in self.months:
+            return False
+        by_date = self.days is None or day.day in self.days
+        by_weekday = self.weekdays is None or day.isoweekday() % 7 in self.weekdays
+        return (by_date or by_weekday) if self.either else (by_date and by_weekday)
+
+    def first_after(self, wall: datetime) -> datetime | None:
+        start = wall.replace(microsecond=0) + timedelta(seconds=1)
+        day, hour, minute, second = start.date(), start.hour, start.minute, start.second
+        for _ in range(_SEARCH_DAYS):
+            if self.on(day):
+                for h in self.hours[bisect_left(self.hours, hour) :]:
+                    for m in self.minutes[bisect_left(self.minutes, minute if h == hour else 0) :]:
+                        found = bisect_left(self.seconds, second if (h, m) == (hour, minute) else 0)
+                        if found < len(self.seconds):
+                            return datetime.combine(day, time(h, m, self.seconds[found]))
+            day, hour, minute, second = day + timedelta(days=1), 0, 0, 0
+        return None
+
+    def last_at_or_before(self, wall: datetime) -> datetime | None:
+        day, hour, minute, second = wall.date(), wall.hour, wall.minute, wall.second
+        for _ in range(_SEARCH_DAYS):
+            if self.on(day):
+                for h in reversed(self.hours[: bisect_right(self.hours, hour)]):
+                    for m in reversed(self.minutes[: bisect_right(self.minutes, minute if h == hour else 59)]):
+                        found = bisect_right(self.seconds, second if (h, m) == (hour, minute) else 59)
+                        if found:
+                            return datetime.combine(day, time(h, m, self.seconds[found - 1]))
+            day, hour, minute, second = day - timedelta(days=1), 23, 59, 59
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _walls(expression: str) -> croniter | _PlainWalls:
+    """The walker of a valid expression: the direct one where it can, else croniter's."""
+    return _PlainWalls.of(expression) or _parse(expression)
 
 
 def _aware_utc(instant: datetime) -> datetime:
@@ -341,7 +456,7 @@ def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     local = after.astimezone(zone)
     start = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _parse(expression)
+        walls = _walls(expression)
         if local.fold:  # the second pass of a repeated span: its wall times all fired in the first pass
             change = _change_at(after, zone_name)
             assert change is not None
@@ -364,7 +479,7 @@ def _latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datet
     local = at.astimezone(zone)
     end = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _parse(expression)
+        walls = _walls(expression)
         if local.fold:  # the second pass of a repeated span: the latest is its first pass, not after it
             change = _change_at(at, zone_name)
             assert change is not None
