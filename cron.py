@@ -291,12 +291,10 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
 def _first_after(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
     """The first wall time of the expression after the naive `wall`."""
     if isinstance(walls, _PlainWalls):
-        found = walls.first_after(wall)
-        if found is not None:
-            return found
-        walls = _parse(
-            walls.expression
-        )  # a rare day (29 February, a date on a weekday) years away: croniter looks further
+        direct = walls.first_after(wall)
+        if direct is not None:
+            return direct
+        walls = _parse(walls.expression)  # a rare day (29 February on a Monday) years away: croniter looks on
     walls.set_current(wall, force=True)
     found: datetime = walls.get_next(datetime)
     return found
@@ -305,9 +303,9 @@ def _first_after(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
 def _last_at_or_before(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
     """The last wall time of the expression at or before the naive `wall`."""
     if isinstance(walls, _PlainWalls):
-        found = walls.last_at_or_before(wall)
-        if found is not None:
-            return found
+        direct = walls.last_at_or_before(wall)
+        if direct is not None:
+            return direct
         walls = _parse(walls.expression)
     walls.set_current(wall + _TINY, force=True)
     found: datetime = walls.get_prev(datetime)
@@ -325,9 +323,9 @@ def _plain_values(field: str, low: int, high: int) -> frozenset[int] | None:
     values: set[int] = set()
     for item in field.lower().split(","):
         span, slash, step = item.partition("/")
-        if span == "*":
-            first, last = low, high
-        else:
+        first: int | None = low
+        last: int | None = high
+        if span != "*":
             start, dash, end = span.partition("-")
             first = _number(start)
             last = _number(end) if dash else high if slash else first  # `5/15`: 5, 20, 35, 50
