@@ -118,6 +118,7 @@ class SQLiteDialect:
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     stores_times_as_text: bool = True  # an operator's UPDATE may store any ISO form; see normalise_typed_times
     converts_values: bool = False  # the DATETIME converter registered below already gives aware datetimes
+    clock_is_ours: bool = True  # the library in this process reads this host's clock: measuring it tells nothing
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
@@ -140,6 +141,7 @@ class MySQLDialect:
     db_now: str = "UTC_TIMESTAMP(3)"
     stores_times_as_text: bool = False  # DATETIME(3) normalises whatever is written
     converts_values: bool = True  # PyMySQL's datetimes are naive: from_db marks them UTC
+    clock_is_ours: bool = False  # the server's host may keep another time: measured every heartbeat
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -334,6 +336,9 @@ class Database:
 
     def measure_clock(self) -> timedelta:
         """Read the database server's clock and remember its offset from ours (the round trip halved)."""
+        if self.dialect.clock_is_ours:
+            self.clock_offset = timedelta(0)
+            return self.clock_offset
         before = datetime.now(timezone.utc)
         raw = self._run("server_now", {}, self._rows)[0]["now"]
         after = datetime.now(timezone.utc)

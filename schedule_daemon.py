@@ -33,7 +33,16 @@ from health import check_health
 from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
 from queue_mode import JobWorker, recover_queued_runs
 from records import JobPool
-from runner import Presence, recover, retry_until_stored, run_loop, sync_definitions, until_database_answers, utcnow
+from runner import (
+    Presence,
+    recover,
+    recovery_needed,
+    retry_until_stored,
+    run_loop,
+    sync_definitions,
+    until_database_answers,
+    utcnow,
+)
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
 from supervisor import ChildPool
@@ -163,8 +172,9 @@ class ScheduleDaemon:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
         housekeeping = now >= self.next_recovery
         if housekeeping:
-            recover(self.db, now, self.lock_timeout)
-            recover_queued_runs(self.db, self.app, now, self.stopping)
+            if recovery_needed(self.db, now, self.lock_timeout):  # one cheap query while every process is alive
+                recover(self.db, now, self.lock_timeout)
+                recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no
         # claim matched (the last pass stalled) is what a time typed by hand looks like.
@@ -299,11 +309,10 @@ class ScheduleDaemon:
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
-        for row in self.db.fetch_all("disabled_with_next_run"):
-            self.db.execute("unschedule", id=row["id"], now=now)
-        for row in self.db.fetch_all("enabled_without_next_run"):
-            schedule = self.app.schedules.get(row["id"])
-            if schedule is not None:
+        for row in self.db.fetch_all("enablement_to_follow"):
+            if not row["enabled"]:
+                self.db.execute("unschedule", id=row["id"], now=now)
+            elif (schedule := self.app.schedules.get(row["id"])) is not None:
                 self.db.execute("schedule_first_run", id=schedule.id, next_run_at=schedule.next_after(now), now=now)
 
     def process_due(

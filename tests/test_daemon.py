@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 from jobs import JobRegistry
-from runner import Presence, recover, sync_definitions
+from runner import Presence, recover, recovery_needed, sync_definitions
 from schedule_daemon import ScheduleDaemon
 from scheduling import App, ScheduleDefinition
 from settings import Settings
@@ -262,6 +262,34 @@ def test_expired_lock_is_freed_and_orphaned_runs_fail(db):
     assert row["lockedAt"] is None and row["failureCount"] == 1 and row["nextRunAt"] == T0 + 60 * SECOND
     run = db.fetch_one("get_run", id=run_id)
     assert run["status"] == "FAILED" and "died" in run["error"]
+
+
+def test_recovery_is_looked_for_only_when_something_is_stale_and_each_cause_is_seen(db):
+    """The daemon runs recovery only when recovery_needed says so: a miss here would leave a run RUNNING."""
+    app, _ = make_app()
+    sync_definitions(db, app, T0)
+    enable(db, "every-minute", T0)
+    timeout = timedelta(seconds=5)
+    db.insert("register_worker", id="w", worker_type="schedule_daemon", hostname="h", pid=1, now=T0)
+    assert not recovery_needed(db, T0 + 4 * SECOND, timeout)  # all alive, nothing held
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w went silent
+    db.execute("heartbeat", id="w", now=T0 + 6 * SECOND)
+    db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner="w", now=T0)
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w is alive but its lease was not renewed
+    db.execute("renew_lock", id="every-minute", owner="w", now=T0 + 6 * SECOND)
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)
+    db.insert(
+        "insert_run",
+        **{"job_name": "a", "trigger": "CRON", "schedule_id": "every-minute", "scheduled_for": T0, "batch_id": None},
+        **{"attempt": 1, "status": "RUNNING", "worker_id": "w", "queued_at": None, "started_at": T0},
+        **{"completed_at": None, "duration_ms": None, "error": None, "now": T0},
+    )
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # a live worker's run
+    db.execute("stop_worker", id="w", now=T0 + 7 * SECOND)
+    assert recovery_needed(db, T0 + 7 * SECOND, timeout)  # stopped, its run left RUNNING
+    recover(db, T0 + 7 * SECOND, timeout)
+    db.execute("release_schedule", id="every-minute", owner="w", last_run_at=T0, succeeded=0, failed=1, now=T0)
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # recovered: nothing left
 
 
 def test_a_live_holder_renews_its_lease_so_recovery_leaves_it_alone(db):
