@@ -186,6 +186,7 @@ def _fires_every_year(fields: list[str]) -> bool:
     return plain and "*" in (fields[2], fields[3])
 
 
+@lru_cache(maxsize=4096)  # asked for every schedule at start-up; thousands share a few expressions
 def seconds_last_warning(expression: str) -> str | None:
     """Words for a 6-field expression that fires every second of restricted minutes, which is rarely meant.
 

@@ -122,7 +122,7 @@ class SQLiteDialect:
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
-            return utc_ms(value).isoformat(" ", "milliseconds")[:23]
+            return (value if value.tzinfo is timezone.utc else utc_ms(value)).isoformat(" ", "milliseconds")[:23]
         return value
 
     def from_db(self, value: Any) -> Any:
