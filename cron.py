@@ -450,6 +450,7 @@ def _bracket(expression: str, zone_name: str, at: datetime) -> tuple[datetime, d
     return known
 
 
+@lru_cache(maxsize=16384)  # by instant: upcoming() asks the same later occurrences on every request
 def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
     local = after.astimezone(zone)
@@ -473,6 +474,7 @@ def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
         return found
 
 
+@lru_cache(maxsize=16384)
 def _latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
     local = at.astimezone(zone)
