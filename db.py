@@ -126,6 +126,15 @@ class SQLiteDialect:
     def from_db(self, value: Any) -> Any:
         return value
 
+    def bind_lists(self, sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """`IN :ids` with a tuple: sqlite3 binds scalars only, so each value gets a placeholder of its own."""
+        for name, values in [(k, v) for k, v in params.items() if isinstance(v, tuple)]:
+            names = [f"{name}__{i}" for i in range(len(values))]
+            sql = re.sub(rf":{name}\b", "(" + ", ".join(":" + n for n in names) + ")", sql)
+            del params[name]
+            params.update(zip(names, values))
+        return sql, params
+
 
 @dataclass(frozen=True)
 class MySQLDialect:
@@ -148,6 +157,10 @@ class MySQLDialect:
         if isinstance(value, datetime):
             return value.replace(tzinfo=timezone.utc)
         return value
+
+    def bind_lists(self, sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """`IN :ids` with a tuple: PyMySQL writes a tuple as `(1, 2, 3)` itself."""
+        return sql, params
 
 
 # MySQL error codes that mean "this connection is gone" (client side, or the server killed or is ending it).
@@ -420,7 +433,10 @@ class Database:
         if many:
             params = [{k: to_db(k, v) for k, v in p.items()} for p in params]
         else:
-            params = {k: to_db(k, v) for k, v in params.items()}
+            params = {
+                k: tuple(map(self.dialect.to_db, v)) if isinstance(v, tuple) else to_db(k, v) for k, v in params.items()
+            }
+            sql, params = self.dialect.bind_lists(sql, params)
 
         def attempt() -> Any:
             cur = self._connection().cursor()
