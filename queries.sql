@@ -352,12 +352,21 @@ SELECT * FROM JobRun WHERE id IN :ids AND status = 'RUNNING' AND workerId = :wor
 UPDATE JobRun SET status = 'QUEUED', workerId = NULL, startedAt = NULL
 WHERE id IN :ids AND status = 'RUNNING' AND workerId = :worker_id;
 
--- name: finish_queued_run
--- Record how a queued run ended and when it really started (its claim may have waited a moment in hand);
--- matches nothing if recovery already failed it.
-UPDATE JobRun SET status = :status, completedAt = :completed_at, durationMs = :duration_ms, error = :error,
-                  startedAt = :started_at
-WHERE id = :id AND status = 'RUNNING';
+-- name: finish_queued_runs
+-- Record how several queued runs ended, and when each really started (its claim may have waited a moment
+-- in hand; unknown for a run that never started), in one statement: :ids and each value tuple hold
+-- one entry per run, in the same order. Matches none that recovery already failed.
+UPDATE JobRun
+SET status = CASE id {cases :ids :statuses} END,
+    completedAt = CASE id {cases :ids :completed_at} END,
+    durationMs = CASE id {cases :ids :duration_ms} END,
+    error = CASE id {cases :ids :error} END,
+    startedAt = COALESCE(CASE id {cases :ids :started_at} END, startedAt)
+WHERE id IN :ids AND status = 'RUNNING';
+
+-- name: runs_by_id
+-- The runs of :ids, as stored (a recording transaction checks which of its runs recovery failed first).
+SELECT * FROM JobRun WHERE id IN :ids;
 
 -- name: unblock_dependent
 -- A dependency completed: one fewer for the dependent job in the same occurrence to wait for.

@@ -141,28 +141,27 @@ def record_finished(
 
 def record_in_transaction(db: Database, app: App, finished: list[Finished], now: datetime) -> Recorded:
     """record_finished's transaction; it reads back what an earlier attempt stored if that one's COMMIT landed."""
-    stored: list[Finished] = []
-    for item in finished:
-        changed = db.execute(
-            "finish_queued_run",
-            id=item.run.id,
-            status=item.status.value,
-            completed_at=item.completed_at,
-            duration_ms=item.duration_ms,
-            error=item.error,
-            started_at=item.started_at,
-        )
-        if changed == 1:
-            stored.append(item)
-        elif landed_before(db, item):
-            # An earlier attempt's COMMIT landed though its answer was lost: everything it wrote is stored
-            # (so none of our rows can change now); what follows the transaction is not done yet.
+    changed = db.execute(
+        "finish_queued_runs",
+        ids=tuple(f.run.id for f in finished),
+        statuses=tuple(f.status.value for f in finished),
+        completed_at=tuple(f.completed_at for f in finished),
+        duration_ms=tuple(f.duration_ms for f in finished),
+        error=tuple(f.error for f in finished),
+        started_at=tuple(f.started_at for f in finished),
+    )
+    stored = finished
+    if changed != len(finished):  # some were failed by recovery, or an earlier attempt stored them all
+        rows = {row["id"]: row for row in db.fetch_all("runs_by_id", ids=tuple(f.run.id for f in finished))}
+        stored = [f for f in finished if holds(rows.get(f.run.id), f)]
+        if changed == 0 and stored:
+            # An earlier attempt's COMMIT landed though its answer was lost: everything it wrote is stored;
+            # what follows the transaction is not done yet.
             log.warning(
-                "[worker] the connection dropped at COMMIT but run %s's result %s landed: completing what follows it",
-                item.run.id,
-                item.status.value,
+                "[worker] the connection dropped at COMMIT but the results of runs %s landed: completing what follows",
+                ", ".join(str(f.run.id) for f in stored),
             )
-            return landed_earlier(db, app, finished, now)
+            return landed_earlier(db, app, stored, now)
     retries = [f for f in stored if retry_backoff(app, f) is not None]
     for item in retries:
         queue_retry(db, item, retry_backoff(app, item) or timedelta(0))
@@ -186,19 +185,13 @@ def record_in_transaction(db: Database, app: App, finished: list[Finished], now:
     )
 
 
-def landed_before(db: Database, item: Finished) -> bool:
-    """Whether the run already holds this very outcome: a retried record whose first COMMIT landed unseen."""
-    stored = db.fetch_one("get_run", id=item.run.id)
-    return (
-        stored is not None
-        and stored["status"] == item.status.value
-        and stored["completedAt"] == utc_ms(item.completed_at)
-    )
+def holds(row: dict[str, Any] | None, item: Finished) -> bool:
+    """Whether a stored run holds this very outcome (rather than recovery's)."""
+    return row is not None and row["status"] == item.status.value and row["completedAt"] == utc_ms(item.completed_at)
 
 
-def landed_earlier(db: Database, app: App, finished: list[Finished], now: datetime) -> Recorded:
-    """What the landed attempt recorded: its runs, its final failures, the occurrences it completed (at `now`)."""
-    stored = [f for f in finished if landed_before(db, f)]
+def landed_earlier(db: Database, app: App, stored: list[Finished], now: datetime) -> Recorded:
+    """What a landed attempt recorded: its runs, its final failures, the occurrences it completed (at `now`)."""
     ended = [f for f in stored if retry_backoff(app, f) is None]
     batch_ids = tuple(sorted({f.run.batch_id for f in ended}))
     batches = db.fetch_all("get_batches", ids=batch_ids) if batch_ids else []
@@ -427,8 +420,15 @@ class JobWorker:
             "[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval
         )
 
+    def stop(self) -> None:
+        """Stop claiming: the main loop wakes at once; the runs going finish (see run_forever)."""
+        self.stopping.set()
+        self.wake.set()
+
     def run_forever(self) -> None:
-        """The main loop here and JOB_WORKER_CONCURRENCY executor threads, until `stopping`."""
+        """The main loop here and JOB_WORKER_CONCURRENCY executor threads, until stop()."""
+        # A worker exists to run jobs: its first one should not wait for a child to start.
+        threading.Thread(target=self.pool.warm, name="warm-job-children", daemon=True).start()
         executors = [
             threading.Thread(target=self.execute_loop, name=f"job-worker-{n}", daemon=True)
             for n in range(1, self.concurrency + 1)
