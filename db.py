@@ -176,8 +176,8 @@ def load_queries(text: str) -> dict[str, str]:
 def expand_tuples(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A tuple parameter is a list of values, one placeholder each (drivers bind scalars only):
 
-        IN :ids                  IN (:ids__0, :ids__1)
-        {cases :ids :values}     WHEN :ids__0 THEN :values__0 WHEN :ids__1 THEN :values__1
+    IN :ids                  IN (:ids__0, :ids__1)
+    {cases :ids :values}     WHEN :ids__0 THEN :values__0 WHEN :ids__1 THEN :values__1
     """
 
     def names(name: str) -> list[str]:
