@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import alerts
 import cron
@@ -53,6 +53,7 @@ from settings import Settings, configure_logging
 from supervisor import ChildPool
 
 log = logging.getLogger("admin")
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
 RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
@@ -87,6 +88,48 @@ class CachedList:
     key: tuple[Any, ...]
     body: EncodedJSON
     stale_at: datetime
+
+
+class SharedCheck(Generic[T]):
+    """Runs `check` for many threads at once: each caller gets the outcome of a run that started after it called.
+
+    Under 50 concurrent clients, reading the 200 schedule rows on every request of the list was the
+    cost; now one read answers every request that arrived while the read before it was in flight,
+    and no answer is older than its request. The caller that finds no run in flight runs the check
+    on its own thread (and its own database connection); the others wait for its outcome.
+    """
+
+    def __init__(self, check: Callable[[], T]):
+        self._check = check
+        self._changed = threading.Condition()
+        self._started = self._finished = 0
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def __call__(self) -> T:
+        with self._changed:
+            ticket = self._started + 1  # the first run to start from now on
+            while self._finished < ticket:
+                if self._started == self._finished:  # none in flight: this thread runs it
+                    self._started += 1
+                    number = self._started
+                    break
+                self._changed.wait()
+            else:
+                if self._error is not None:
+                    raise self._error
+                return cast(T, self._value)
+        value, error = None, None
+        try:
+            value = self._check()
+            return value
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:  # whatever happened, the waiters hear of it
+            with self._changed:
+                self._finished, self._value, self._error = number, value, error
+                self._changed.notify_all()
 
 
 def parse_iso(value: str) -> datetime:
@@ -303,8 +346,8 @@ class AdminAPI:
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
         self.stopping = threading.Event()  # set at SIGTERM: no new manual runs, the rest of one in hand is skipped
         self.pool = ChildPool(db, settings, settings.schedules_module, "admin")  # manual runs' jobs run in its children
-        self._list_lock = threading.Lock()
-        self._schedule_list: CachedList | None = None
+        self._schedule_list: CachedList | None = None  # only SharedCheck's one running check touches it
+        self._current_schedule_list = SharedCheck(self._check_schedule_list)
 
     # schedules
 
@@ -346,18 +389,20 @@ class AdminAPI:
         """The list is built once per change and served as the same bytes (with an ETag) until then.
 
         It changes when a schedule row changes or when the first of its upcoming run times passes;
-        everything else in it (names, cron text, jobs) comes from code. One cheap query per request
-        tells which: under 50 concurrent clients, encoding 200 schedules per request was the cost.
+        everything else in it (names, cron text, jobs) comes from code. Reading the rows tells which;
+        concurrent requests share one read (see SharedCheck), none older than the request itself.
         """
         query_params(request.query, {})
+        return 200, self._current_schedule_list()
+
+    def _check_schedule_list(self) -> EncodedJSON:
         rows = self.db.fetch_all("list_schedules")
         key = tuple(tuple(row.values()) for row in rows)
         now = utcnow()
-        with self._list_lock:  # one thread builds; the others wait for its bytes instead of building too
-            cached = self._schedule_list
-            if cached is None or cached.key != key or now >= cached.stale_at:
-                cached = self._schedule_list = self._build_schedule_list(key, rows, now)
-        return 200, cached.body
+        cached = self._schedule_list
+        if cached is None or cached.key != key or now >= cached.stale_at:
+            cached = self._schedule_list = self._build_schedule_list(key, rows, now)
+        return cached.body
 
     def _build_schedule_list(self, key: tuple[Any, ...], rows: list[dict[str, Any]], now: datetime) -> CachedList:
         by_id = {row["id"]: row for row in rows}
