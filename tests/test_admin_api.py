@@ -20,7 +20,7 @@ from runner import utcnow
 from scheduling import load_app
 from settings import Settings
 from tests.admin_client import ADMIN_TOKEN, JWT_SECRET, AdminServer, admin_jwt
-from tests.conftest import ROOT, operator_sql, wait_for
+from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
 
 
 @pytest.fixture
@@ -74,6 +74,47 @@ def test_list_is_served_with_an_etag_and_changes_whenever_a_row_changes(admin):
     assert {s["id"]: s["runCount"] for s in changed.body["schedules"]}["feed-refresh"] == 7
     stale = admin.request("GET", "/admin/schedules", headers={"If-None-Match": '"not-it"'})
     assert stale.status == 200 and stale.body == changed.body
+
+
+def test_concurrent_list_requests_share_reads_yet_none_is_answered_from_before_it_was_sent(admin):
+    committed = 0  # the last runCount an operator's transaction has committed
+    stopping = threading.Event()
+
+    def operator() -> None:
+        nonlocal committed
+        conn = operator_connection(admin.db)
+        try:
+            while not stopping.is_set():
+                conn.cursor().execute(f"UPDATE JobSchedule SET runCount = {committed + 1} WHERE id = 'feed-refresh'")
+                committed += 1
+        finally:
+            conn.close()
+
+    stale, answered = [], []
+
+    def reader() -> None:
+        for _ in range(20):
+            floor = committed
+            response = admin.request("GET", "/admin/schedules")
+            seen = {s["id"]: s["runCount"] for s in response.body["schedules"]}["feed-refresh"]
+            answered.append(response.status)
+            if seen < floor:
+                stale.append((floor, seen))
+
+    writer = threading.Thread(target=operator)
+    writer.start()
+    wait_for(lambda: committed > 0, 10, "the operator's first update")
+    reads_before = admin.db.statements_issued
+    readers = [threading.Thread(target=reader) for _ in range(10)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join(timeout=60)
+    reads = admin.db.statements_issued - reads_before
+    stopping.set()
+    writer.join(timeout=10)
+    assert answered == [200] * 200 and stale == []
+    assert reads < 200  # requests in flight together were answered from one read
 
 
 def test_listed_run_times_move_on_once_the_first_of_them_has_passed(database_url):
