@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import signal
@@ -56,6 +57,7 @@ log = logging.getLogger("admin")
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
+WORKER_IDLE_S = 30  # a connection's thread waits this long for the next connection before it ends
 RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
 PAGE = (Path(__file__).resolve().parent / "admin_page.html").read_bytes()
 
@@ -1033,7 +1035,8 @@ class AdminHTTPServer(ThreadingHTTPServer):
     Each request (line, headers and body) must be in within `idle_timeout` seconds of the connection
     starting to wait for it, however slowly it trickles in: one reaper thread shuts down the connections
     past their deadline, which frees their threads. When serving stops, every connection still waiting
-    for its request is shut down at once, so stopping waits only for requests in flight.
+    for its request is shut down at once, so stopping waits only for requests in flight. Each connection
+    gets a thread of its own, reused from connections before it when one is idle.
     """
 
     request_queue_size = 128  # the default listen backlog of 5 drops connections under a burst of 50
@@ -1045,6 +1048,10 @@ class AdminHTTPServer(ThreadingHTTPServer):
         self.waiting: dict[socket.socket, float] = {}  # connection -> monotonic deadline for its request
         self.waiting_lock = threading.Lock()
         self.stopped = threading.Event()
+        self.pool_lock = threading.Lock()
+        self.idle_workers: list[queue.SimpleQueue[tuple[Any, Any] | None]] = []  # the last to finish first
+        self.closing = False
+        self.workers: set[threading.Thread] = set()
 
     def awaiting_request(self, connection: socket.socket) -> None:
         with self.waiting_lock:
@@ -1084,6 +1091,57 @@ class AdminHTTPServer(ThreadingHTTPServer):
                     len(expired),
                     self.idle_timeout,
                 )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle worker thread, or start one: still a thread per connection in
+        flight, so a slow client holds up no other, but without a new thread (and the accept loop waiting
+        for it to start) per connection: under 50 clients each connecting anew, that was the cost."""
+        with self.pool_lock:
+            inbox = self.idle_workers.pop() if self.idle_workers else None
+        if inbox is not None:
+            inbox.put((request, client_address))
+            return
+        thread = threading.Thread(
+            target=self.work, args=(request, client_address), name="admin-worker", daemon=self.daemon_threads
+        )
+        with self.pool_lock:
+            self.workers.add(thread)
+        thread.start()
+
+    def work(self, request: Any, client_address: Any) -> None:
+        """Serve connections until idle for WORKER_IDLE_S, or until server_close()."""
+        inbox: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        handed: tuple[Any, Any] | None = (request, client_address)
+        try:
+            while handed is not None:
+                self.process_request_thread(*handed)
+                with self.pool_lock:
+                    if self.closing:
+                        return
+                    self.idle_workers.append(inbox)
+                try:
+                    handed = inbox.get(timeout=WORKER_IDLE_S)
+                except queue.Empty:
+                    with self.pool_lock:
+                        if inbox in self.idle_workers:
+                            self.idle_workers.remove(inbox)
+                            return
+                    handed = inbox.get()  # taken off the idle list as the wait ran out: a connection is on its way
+        finally:
+            with self.pool_lock:
+                self.workers.discard(threading.current_thread())
+
+    def server_close(self) -> None:
+        with self.pool_lock:
+            self.closing = True
+            idle, self.idle_workers = self.idle_workers, []
+        for inbox in idle:
+            inbox.put(None)
+        super().server_close()
+        with self.pool_lock:
+            busy = list(self.workers)
+        for thread in busy:  # requests in flight, manual runs included, finish first
+            thread.join()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""

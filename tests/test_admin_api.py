@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import jwt
 import pytest
 
+import admin_server
 from admin_server import ROUTES, AdminAPI, Authenticator, bind, make_server
 from db import Database
 from runner import utcnow
@@ -257,6 +258,21 @@ def test_workers_show_heartbeat_age_and_flag_stale_ones(admin):
 def test_healthz_needs_no_token(admin):
     response = admin.request("GET", "/healthz", token=None)
     assert (response.status, response.body) == (200, {"status": "ok"})
+
+
+def test_connection_threads_end_once_idle_and_the_server_still_answers(database_url, monkeypatch):
+    monkeypatch.setattr(admin_server, "WORKER_IDLE_S", 0.5)
+    server = AdminServer(database_url)
+    try:
+        clients = [threading.Thread(target=server.request, args=("GET", "/healthz")) for _ in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=30)
+        wait_for(lambda: not server.server.workers, 10, "the idle connection threads to end")
+        assert server.request("GET", "/admin/schedules").status == 200
+    finally:
+        server.close()
 
 
 def test_healthz_is_503_when_the_database_does_not_answer():
