@@ -92,46 +92,60 @@ class CachedList:
     stale_at: datetime
 
 
+class Round(Generic[T]):
+    """One run of a SharedCheck, and its outcome for the callers that joined it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
 class SharedCheck(Generic[T]):
     """Runs `check` for many threads at once: each caller gets the outcome of a run that started after it called.
 
     Under 50 concurrent clients, reading the 200 schedule rows on every request of the list was the
     cost; now one read answers every request that arrived while the read before it was in flight,
-    and no answer is older than its request. The caller that finds no run in flight runs the check
-    on its own thread (and its own database connection); the others wait for its outcome.
+    and no answer is older than its request. The first caller of a run runs the check on its own
+    thread (and its own database connection); the others wait for that run alone, so a finished run
+    wakes only its own callers.
     """
 
     def __init__(self, check: Callable[[], T]):
         self._check = check
-        self._changed = threading.Condition()
-        self._started = self._finished = 0
-        self._value: T | None = None
-        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._running: Round[T] | None = None
+        self._next: Round[T] | None = None  # starts when the running one ends; callers arriving now join it
 
     def __call__(self) -> T:
-        with self._changed:
-            ticket = self._started + 1  # the first run to start from now on
-            while self._finished < ticket:
-                if self._started == self._finished:  # none in flight: this thread runs it
-                    self._started += 1
-                    number = self._started
-                    break
-                self._changed.wait()
-            else:
-                if self._error is not None:
-                    raise self._error
-                return cast(T, self._value)
-        value, error = None, None
+        ahead: Round[T] | None = None
+        follows = False
+        with self._lock:
+            if self._running is None:  # nothing in flight: run it now
+                self._running = mine = Round[T]()
+            elif self._next is None:  # the first to need the next run: run it once the one in flight ends
+                self._next = mine = Round[T]()
+                ahead = self._running
+            else:  # the next run has its runner already
+                mine, follows = self._next, True
+        if follows:
+            mine.done.wait()
+            return mine.outcome()
+        if ahead is not None:
+            ahead.done.wait()  # its end made `mine` the running one
         try:
-            value = self._check()
-            return value
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:  # whatever happened, the waiters hear of it
-            with self._changed:
-                self._finished, self._value, self._error = number, value, error
-                self._changed.notify_all()
+            mine.value = self._check()
+        except BaseException as exc:  # whatever happened, the run's callers hear of it
+            mine.error = exc
+        with self._lock:
+            self._running, self._next = self._next, None
+        mine.done.set()
+        return mine.outcome()
 
 
 def parse_iso(value: str) -> datetime:
