@@ -275,6 +275,31 @@ def test_connection_threads_end_once_idle_and_the_server_still_answers(database_
         server.close()
 
 
+def test_a_connection_killed_while_its_thread_idles_is_replaced_without_an_error(database_url):
+    if not database_url.startswith("mysql"):
+        pytest.skip("only a database server can end a connection behind the client's back")
+    server = AdminServer(database_url)
+    try:
+        assert server.request("GET", "/admin/schedules").status == 200
+        wait_for(lambda: len(server.server.idle_workers) == 1, 10, "the connection's thread to be idle")
+        conn = operator_connection(server.db)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(
+                "SELECT id FROM information_schema.PROCESSLIST WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+            killed = [row[0] for row in cursor.fetchall()]
+            for connection_id in killed:
+                cursor.execute(f"KILL {connection_id}")
+        finally:
+            conn.close()
+        assert killed  # the idle thread's connection was among them
+        response = server.request("GET", "/admin/schedules")
+        assert response.status == 200 and len(response.body["schedules"]) == 3
+    finally:
+        server.close()
+
+
 def test_healthz_is_503_when_the_database_does_not_answer():
     unreachable = Database.from_url("mysql://u:p@127.0.0.1:1/none")
     api = AdminAPI(unreachable, load_app("definitions", "production"), Settings.from_env({}))
