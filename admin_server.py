@@ -1205,7 +1205,7 @@ def main() -> int:
         api.stopping.set()
         api.pool.end_runs_after_grace()
         if worker is not None:
-            worker.stopping.set()
+            worker.stop()
             worker.pool.end_runs_after_grace()
         threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever: not on its thread
 
@@ -1213,7 +1213,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, shut_down)
     server.serve_forever()
     if worker is not None:
-        worker.stopping.set()  # the worker finishes the job in hand and marks itself STOPPED
+        worker.stop()  # the worker finishes the job in hand and marks itself STOPPED
         worker.stopped.wait(timeout=60)
     alerts.stop()
     server.server_close()

@@ -522,65 +522,94 @@ def several_daemons(bench: Bench) -> None:
 # -- 6. queue --------------------------------------------------------------------------------------------
 
 
+QUEUE_SHAPES = {  # name: (schedule, occurrences, jobs each)
+    "one-job occurrences": ("bench-0", 3000, 1),
+    "1,000-job occurrences": ("bench-wide", 3, 1000),
+}
+
+
 def queue(bench: Bench) -> None:
-    runs = 3000 if not bench.quick else 500
+    """No-op runs through the queue, from the moment they are queued to the last completed. MariaDB also
+    counts the workers' round trips per run."""
     for _ in range(bench.repeats):
         for kind in ("sqlite", "mysql") if bench.mariadb else ("sqlite",):
-            for workers in (1, 2, 4):
-                marker = bench.path("queue-marker.txt")
-                marker.touch()
-                env = {
-                    "SCHEDULES_MODULE": "bench.bench_app",
-                    "BENCH_SCHEDULES": "1",
-                    "APP_ENV": "test",
-                    "EXECUTION_MODE": "queue",
-                    "JOB_WORKER_POLL_INTERVAL_MS": "100",
-                    "BENCH_MARKER": str(marker),
-                    "LOG_LEVEL": "WARNING",
-                }
-                url = synced_database(bench, kind, env)
-                processes = [
-                    ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log"))
-                    for _ in range(workers)
-                ]
-                db = Database.from_url(url)
-                while len(db.fetch_all("running_workers", worker_type="job_worker")) < workers:
-                    time.sleep(0.05)
-                app = application(env)
-                schedule = app.schedules["bench-0"]
-                from occurrence import enqueue_occurrence
-
-                base = datetime.now(timezone.utc).replace(microsecond=0)
-                started = time.perf_counter()
-                with db.transaction():
-                    for i in range(runs):
-                        enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", base)
-                while db.fetch_one("queue_depth")["queued"] or db.fetch_all(
-                    "list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1
-                ):
-                    time.sleep(0.01)
-                elapsed = time.perf_counter() - started
-                latency = stream_latency(db, app, schedule, 50) if workers == 1 else None
-                for process in processes:
-                    stop(process)
-                executed = Counter(line.split()[0] for line in marker.read_text().splitlines())
-                label = f"queue, {kind}, {workers} worker{'s' if workers > 1 else ''}"
-                bench.record(
-                    f"{label}: no-op jobs per second",
-                    "jobs/s",
-                    runs / elapsed,
-                    target=">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else "",
-                    better="higher",
-                )
-                bench.record(f"{label}: duplicate executions", "", sum(n - 1 for n in executed.values()), target="0")
-                bench.record(
-                    f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0"
-                )
-                if latency is not None:
-                    bench.record(
-                        f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency
+            for shape, (schedule_id, occurrences, width) in QUEUE_SHAPES.items():
+                for workers in (1, 4) if bench.quick else (1, 2, 4):
+                    queue_run(
+                        bench,
+                        kind,
+                        shape,
+                        schedule_id,
+                        max(1, occurrences // (5 if bench.quick else 1)),
+                        width,
+                        workers,
                     )
-                db.close()
+
+
+def queue_run(
+    bench: Bench, kind: str, shape: str, schedule_id: str, occurrences: int, width: int, workers: int
+) -> None:
+    from occurrence import enqueue_occurrence
+
+    marker = bench.path("queue-marker.txt")
+    marker.touch()
+    env = {
+        "SCHEDULES_MODULE": "bench.bench_app",
+        "BENCH_SCHEDULES": "1",
+        "BENCH_WIDE_JOBS": "1000",
+        "APP_ENV": "test",
+        "EXECUTION_MODE": "queue",
+        "JOB_WORKER_POLL_INTERVAL_MS": "100",
+        "BENCH_MARKER": str(marker),
+        "LOG_LEVEL": "WARNING",
+    }
+    url = synced_database(bench, kind, env)
+    processes = [
+        ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log")) for _ in range(workers)
+    ]
+    db = Database.from_url(url)
+    while len(db.fetch_all("running_workers", worker_type="job_worker")) < workers:
+        time.sleep(0.05)
+    app = application(env)
+    schedule = app.schedules[schedule_id]
+    runs = occurrences * width
+    # Enqueued in one transaction (a burst, as after a deploy or an outage); the clock starts when it
+    # commits, the moment the runs are queued for the workers, and stops when the last one completed.
+    base = datetime.now(timezone.utc).replace(microsecond=0)
+    with db.transaction():
+        for i in range(occurrences):
+            enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", base)
+    started = time.perf_counter()
+    questions = server_questions(db)
+    ours_before = db.statements_issued
+    while db.fetch_one("queue_depth")["queued"] or db.fetch_all(
+        "list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1
+    ):
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    # Every statement the server answered since, less the benchmark's own polling.
+    worker_statements = server_questions(db) - questions - (db.statements_issued - ours_before)
+
+    latency = stream_latency(db, app, app.schedules["bench-0"], 50) if workers == 1 and width == 1 else None
+    for process in processes:
+        stop(process)
+    executed = Counter(line.split()[0] for line in marker.read_text().splitlines())
+    marker.unlink()
+    label = f"queue, {kind}, {shape}, {workers} worker{'s' if workers > 1 else ''}"
+    target = ">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else ""
+    bench.record(f"{label}: no-op jobs per second", "jobs/s", runs / elapsed, target=target, better="higher")
+    if kind == "mysql":
+        bench.record(f"{label}: workers' database round trips per run", "", worker_statements / runs)
+    bench.record(f"{label}: duplicate executions", "", sum(n - 1 for n in executed.values()), target="0")
+    bench.record(f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0")
+    if latency is not None:
+        bench.record(f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency)
+    db.close()
+
+
+def server_questions(db: Database) -> int:
+    """MariaDB: statements the server has answered so far, from every client (0 on SQLite)."""
+    return int(db.fetch_value("server_questions", "Value")) if db.kind == "mysql" else 0
 
 
 def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
