@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ from scheduling import load_app
 from settings import Settings
 from tests.admin_client import ADMIN_TOKEN, JWT_SECRET, AdminServer, admin_jwt
 from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
+from tests.fault_proxy import FaultProxy
 
 
 @pytest.fixture
@@ -298,6 +300,34 @@ def test_a_connection_killed_while_its_thread_idles_is_replaced_without_an_error
         assert response.status == 200 and len(response.body["schedules"]) == 3
     finally:
         server.close()
+
+
+def test_list_requests_during_a_database_outage_all_get_503_and_the_list_returns_with_the_database(database_url):
+    if not database_url.startswith("mysql"):
+        pytest.skip("SQLite has no connection to lose")
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = FaultProxy(parts.hostname, parts.port)
+    server = AdminServer(proxy.url(parts.path.strip("/")))
+    try:
+        assert server.request("GET", "/admin/schedules").status == 200  # its thread keeps a connection
+        proxy.down_for = 600
+        proxy.go_down()  # every connection cut, new ones refused, until down_until is cleared below
+        answers = []
+        clients = [
+            threading.Thread(target=lambda: answers.append(server.request("GET", "/admin/schedules")))
+            for _ in range(10)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=60)
+        assert [(a.status, a.body["error"]["code"]) for a in answers] == [(503, "database_unavailable")] * 10
+        proxy.down_until = 0.0
+        response = server.request("GET", "/admin/schedules")
+        assert response.status == 200 and len(response.body["schedules"]) == 3
+    finally:
+        server.close()
+        proxy.close()
 
 
 def test_healthz_is_503_when_the_database_does_not_answer():
