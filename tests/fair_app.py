@@ -2,7 +2,8 @@
 a slow one among them (after the 60th), all independent, to show that a worker busy with the slow job
 does not sit on quick runs it claimed: another worker runs them.
 
-Each job appends "<run id> <job> <pid>" to TEST_MARKER_FILE when it ends.
+Each job appends "<run id> <job> <pid>" to TEST_MARKER_FILE when it ends. The slow one runs while
+TEST_HOLD_FILE exists (60 s at most).
 """
 
 import os
@@ -20,7 +21,9 @@ def quick(ctx):
 
 
 def slow(ctx):
-    time.sleep(float(os.environ.get("TEST_SLOW_SECONDS", "4")))
+    deadline = time.monotonic() + 60
+    while os.path.exists(os.environ["TEST_HOLD_FILE"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     quick(ctx)
 
 
