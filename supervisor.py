@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -56,6 +57,13 @@ FLUSH_EVERY_S = 1.0  # stored log lines lag their job by at most this much
 FLUSH_LINES = 500  # ... or by this many lines
 IDLE_MARGIN_S = 5.0  # a child outlives its idle time by this much, so the pool ends it first (no race)
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+# The fork server and the resource tracker are one per process, shared by every pool in it (the admin
+# server has one for "Run now" and its embedded worker another): they stop only when no pool has a
+# child, and never while one of them is starting a child through them.
+_POOLS: weakref.WeakSet[ChildPool] = weakref.WeakSet()
+_STARTING = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -98,7 +106,7 @@ class ChildPool:
         self._idle: list[Child] = []
         self._all: set[Child] = set()
         self._trim_timer: threading.Timer | None = None
-        self._starting = threading.Lock()  # held while a child is forked, so trim() cannot stop the fork server then
+        _POOLS.add(self)
         # Children watch this pipe's read end: when the supervisor dies, it hits EOF and they exit.
         self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
         # Idle children end when the supervisor exits, even without close(), so exit never waits on them.
@@ -206,12 +214,12 @@ class ChildPool:
                 dict(os.environ),
             ),
         )
-        with self._starting:
+        with _STARTING:  # counted among the children before the fork server may be stopped again
             process.start()
+            child = Child(process, parent_conn)
+            with self._lock:
+                self._all.add(child)
         child_conn.close()  # only the child's copy stays open, so its death reads as EOF here
-        child = Child(process, parent_conn)
-        with self._lock:
-            self._all.add(child)
         log.debug("[%s] started job child %s", self.label, process.pid)
         return child
 
@@ -245,8 +253,8 @@ class ChildPool:
         self._trim_timer.start()
 
     def trim(self) -> None:
-        """End children idle for JOB_CHILD_IDLE_S; with none left, stop the fork server too (an idle
-        daemon then holds no process it does not need; the next job starts it again)."""
+        """End children idle for JOB_CHILD_IDLE_S; with none left in any pool, stop the fork server and the
+        resource tracker too (an idle daemon then holds no process it does not need; the next job starts them again)."""
         with self._lock:
             now = time.monotonic()
             for child in [c for c in self._idle if now - c.idle_since >= self.settings.job_child_idle_s]:
@@ -258,15 +266,14 @@ class ChildPool:
                 self._all
             ):  # parked since the timer was armed: not idle long enough yet
                 self._arm_trim(min(c.idle_since for c in self._idle) + self.settings.job_child_idle_s + 1 - now)
-            if empty:
-                with self._starting:  # not while a child is being started through it
-                    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # no public API; CPython's own tests use this
-        if empty:
+        if empty and _stop_fork_server():
             log.debug("[%s] no job children left: fork server stopped", self.label)
 
     def _discard(self, child: Child) -> None:
         with self._lock:
             self._forget(child)
+            if not self._all and self._trim_timer is None:  # the last child died or timed out: trim the rest later
+                self._arm_trim(self.settings.job_child_idle_s + 1)
 
     def _forget(self, child: Child) -> None:
         """End a child that will not be used again (caller holds the lock): closing its pipe makes it exit."""
@@ -295,6 +302,18 @@ class ChildPool:
             self._kill(child)
             return "the job's process broke its pipe to the supervisor (it was killed)"
         return describe_exit(child.process.exitcode)
+
+
+def _stop_fork_server() -> bool:
+    """Stop the fork server and the resource tracker (the fork server starts it: a third interpreter,
+    7 MiB) if no pool of this process has a child; True if stopped. No public API: CPython's own tests
+    stop both this way."""
+    with _STARTING:  # not while a child is being started through them
+        if any(pool._all for pool in list(_POOLS)):
+            return False
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        multiprocessing.resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+    return True
 
 
 def describe_exit(code: int | None) -> str:
