@@ -8,7 +8,9 @@ The claiming process stays the supervisor: it holds the claim and the lease and 
 while the job runs in a child. A hung job is killed at its timeout (SIGTERM, then SIGKILL after
 JOB_KILL_GRACE_S); a child that exits, dies of a signal or breaks its pipe fails only its run; memory
 a job allocates is the child's. Children are reused (one run at a time each), recycled after
-JOB_MAX_RUNS_PER_CHILD runs, and end by themselves after JOB_CHILD_IDLE_S without work.
+JOB_MAX_RUNS_PER_CHILD runs, and end by themselves after JOB_CHILD_IDLE_S without work. A daemon
+calls expect() with the time to its next due occurrence: one child is started PREWARM_LEAD_S before
+it, so an hourly job pays no cold start while the daemon holds no child in between.
 
 Children come from a `forkserver`: a clean single-threaded process, started on first use, that has
 imported this module, the application and the main script once, and forks each child from there.
@@ -56,6 +58,9 @@ START_METHOD: Final = "forkserver"
 FLUSH_EVERY_S = 1.0  # stored log lines lag their job by at most this much
 FLUSH_LINES = 500  # ... or by this many lines
 IDLE_MARGIN_S = 5.0  # a child outlives its idle time by this much, so the pool ends it first (no race)
+# A cold start (fork server, then a child) measured 0.1-0.5 s on a busy 2-core machine: 2 s covers it
+# several times over, and costs only 2 s of a child's life per occurrence.
+PREWARM_LEAD_S = 2.0
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -106,6 +111,9 @@ class ChildPool:
         self._idle: list[Child] = []
         self._all: set[Child] = set()
         self._trim_timer: threading.Timer | None = None
+        self._prewarm_timer: threading.Timer | None = None
+        self._prewarm_at = 0.0  # time.monotonic() at which the armed pre-warm fires
+        self._closed = False
         _POOLS.add(self)
         # Children watch this pipe's read end: when the supervisor dies, it hits EOF and they exit.
         self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
@@ -154,12 +162,39 @@ class ChildPool:
             self._discard(child)
         return JobResult(status, error or None, int((time.monotonic() - started) * 1000))
 
-    def warm(self) -> None:
-        """Start the fork server and one idle child now (at start-up), so the first job pays no cold start."""
+    def expect(self, due_in: float) -> None:
+        """The next occurrence is due in `due_in` seconds: have an idle child ready for it, started
+        PREWARM_LEAD_S before it is due (at once if it is due sooner), unless one will still be idle then."""
+        now = time.monotonic()
+        at = now + max(0.0, due_in - PREWARM_LEAD_S)
         with self._lock:
-            if self._idle:
+            if self._closed or self._ready_at(now + due_in):
                 return
-        self._park(self._start())
+            if self._prewarm_timer is not None:
+                if abs(self._prewarm_at - at) < 0.5:  # armed for this occurrence on an earlier pass
+                    return
+                self._prewarm_timer.cancel()
+            self._prewarm_at = at
+            self._prewarm_timer = threading.Timer(at - now, self._prewarm)
+            self._prewarm_timer.daemon = True
+            self._prewarm_timer.start()
+
+    def _prewarm(self) -> None:
+        with self._lock:
+            self._prewarm_timer = None
+            if self._closed or self._ready_at(time.monotonic() + PREWARM_LEAD_S):
+                return
+        try:
+            child = self._start()
+        except Exception:  # the job's own start will try again, and report what fails
+            log.exception("[%s] could not pre-warm a job child", self.label)
+            return
+        log.debug("[%s] job child %s pre-warmed for the next occurrence", self.label, child.process.pid)
+        self._park(child)
+
+    def _ready_at(self, at: float) -> bool:
+        """Is some idle child alive that will still be idle (not ended) at monotonic time `at`? (lock held)"""
+        return any(c.process.is_alive() and at - c.idle_since < self.settings.job_child_idle_s for c in self._idle)
 
     def end_runs_after_grace(self) -> None:
         """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
@@ -169,6 +204,10 @@ class ChildPool:
 
     def close(self) -> None:
         """End every child (idle ones at once; a busy one when its run ends, or now if this process exits)."""
+        with self._lock:
+            self._closed = True
+            if self._prewarm_timer is not None:
+                self._prewarm_timer.cancel()
         self._finalizer()
 
     def pids(self) -> list[int]:

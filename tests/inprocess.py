@@ -41,7 +41,7 @@ class InProcessPool:
         self.db.execute_many("insert_log", lines)
         return JobResult(status, error, int((time.monotonic() - started) * 1000))
 
-    def warm(self) -> None:
+    def expect(self, due_in: float) -> None:
         pass
 
     def end_runs_after_grace(self) -> None:
