@@ -59,7 +59,8 @@ FLUSH_EVERY_S = 1.0  # stored log lines lag their job by at most this much
 FLUSH_LINES = 500  # ... or by this many lines
 IDLE_MARGIN_S = 5.0  # a child outlives its idle time by this much, so the pool ends it first (no race)
 # A cold start (fork server, then a child) measured 0.1-0.5 s on a busy 2-core machine: 2 s covers it
-# several times over, and costs only 2 s of a child's life per occurrence.
+# several times over, and costs only 2 s of a child's life per occurrence. Never more than half of
+# JOB_CHILD_IDLE_S, or the pre-warmed child would count as stale by the time its occurrence is due.
 PREWARM_LEAD_S = 2.0
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -113,6 +114,7 @@ class ChildPool:
         self._trim_timer: threading.Timer | None = None
         self._prewarm_timer: threading.Timer | None = None
         self._prewarm_at = 0.0  # time.monotonic() at which the armed pre-warm fires
+        self._prewarm_due = 0.0  # ... and at which its occurrence is due
         self._closed = False
         _POOLS.add(self)
         # Children watch this pipe's read end: when the supervisor dies, it hits EOF and they exit.
@@ -165,8 +167,11 @@ class ChildPool:
     def expect(self, due_in: float) -> None:
         """The next occurrence is due in `due_in` seconds: have an idle child ready for it, started
         PREWARM_LEAD_S before it is due (at once if it is due sooner), unless one will still be idle then."""
+        lead = min(PREWARM_LEAD_S, self.settings.job_child_idle_s / 2)
+        if lead <= 0:  # JOB_CHILD_IDLE_S=0: no child is ever reused, so none is started ahead
+            return
         now = time.monotonic()
-        at = now + max(0.0, due_in - PREWARM_LEAD_S)
+        at = now + max(0.0, due_in - lead)
         with self._lock:
             if self._closed or self._ready_at(now + due_in):
                 return
@@ -174,23 +179,25 @@ class ChildPool:
                 if abs(self._prewarm_at - at) < 0.5:  # armed for this occurrence on an earlier pass
                     return
                 self._prewarm_timer.cancel()
-            self._prewarm_at = at
+            self._prewarm_at, self._prewarm_due = at, now + due_in
             self._prewarm_timer = threading.Timer(at - now, self._prewarm)
             self._prewarm_timer.daemon = True
             self._prewarm_timer.start()
 
     def _prewarm(self) -> None:
         with self._lock:
-            self._prewarm_timer = None
-            if self._closed or self._ready_at(time.monotonic() + PREWARM_LEAD_S):
-                return
+            needed = not self._closed and not self._ready_at(self._prewarm_due)
         try:
-            child = self._start()
+            if needed:
+                child = self._start()
+                log.debug("[%s] job child %s pre-warmed for the next occurrence", self.label, child.process.pid)
+                self._park(child)
         except Exception:  # the job's own start will try again, and report what fails
             log.exception("[%s] could not pre-warm a job child", self.label)
-            return
-        log.debug("[%s] job child %s pre-warmed for the next occurrence", self.label, child.process.pid)
-        self._park(child)
+        finally:
+            with self._lock:  # only now: a pass meanwhile must not start a second child for the same occurrence
+                if self._prewarm_timer is threading.current_thread():
+                    self._prewarm_timer = None
 
     def _ready_at(self, at: float) -> bool:
         """Is some idle child alive that will still be idle (not ended) at monotonic time `at`? (lock held)"""

@@ -2,8 +2,8 @@
 sparse schedule, yet each occurrence runs in a child started before it was due (no cold start).
 
 JOB_CHILD_IDLE_S=1 and an occurrence every 6 s stand for the default 300 s and an hourly schedule:
-the child ends about 2 s after its run, and the next is started PREWARM_LEAD_S (2 s) before the
-next occurrence.
+the child ends about 2 s after its run, and the next is started 0.5 s (PREWARM_LEAD_S, at most half
+of JOB_CHILD_IDLE_S) before the next occurrence.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def test_a_child_is_started_just_before_each_occurrence_and_none_is_held_in_between(db, daemons):
-    daemon = daemons.start(JOB_CHILD_IDLE_S="1", TEST_CRON=CRON)
+    daemon = daemons.start(JOB_CHILD_IDLE_S="1", TEST_CRON=CRON, LOG_LEVEL="DEBUG")
     enable(db, "sparse", CRON)
 
     def runs() -> list[list[str]]:
@@ -74,3 +74,5 @@ def test_a_child_is_started_just_before_each_occurrence_and_none_is_held_in_betw
             f"the job of {scheduled_for} started {float(job_started) - due:.3f}s late"
         )
     assert len({run[1] for run in runs()}) == 4, "each occurrence ran in a child of its own"
+    started = daemons.log_of(daemon).count("started job child")
+    assert started == len(runs()), f"{started} children started for {len(runs())} occurrences: one each, none wasted"
