@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import signal
@@ -35,7 +36,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import alerts
 import cron
@@ -53,8 +54,10 @@ from settings import Settings, configure_logging
 from supervisor import ChildPool
 
 log = logging.getLogger("admin")
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
+WORKER_IDLE_S = 30  # a connection's thread waits this long for the next connection before it ends
 RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED")
 PAGE = (Path(__file__).resolve().parent / "admin_page.html").read_bytes()
 
@@ -87,6 +90,62 @@ class CachedList:
     key: tuple[Any, ...]
     body: EncodedJSON
     stale_at: datetime
+
+
+class Round(Generic[T]):
+    """One run of a SharedCheck, and its outcome for the callers that joined it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+class SharedCheck(Generic[T]):
+    """Runs `check` for many threads at once: each caller gets the outcome of a run that started after it called.
+
+    Under 50 concurrent clients, reading the 200 schedule rows on every request of the list was the
+    cost; now one read answers every request that arrived while the read before it was in flight,
+    and no answer is older than its request. The first caller of a run runs the check on its own
+    thread (and its own database connection); the others wait for that run alone, so a finished run
+    wakes only its own callers.
+    """
+
+    def __init__(self, check: Callable[[], T]):
+        self._check = check
+        self._lock = threading.Lock()
+        self._running: Round[T] | None = None
+        self._next: Round[T] | None = None  # starts when the running one ends; callers arriving now join it
+
+    def __call__(self) -> T:
+        ahead: Round[T] | None = None
+        follows = False
+        with self._lock:
+            if self._running is None:  # nothing in flight: run it now
+                self._running = mine = Round[T]()
+            elif self._next is None:  # the first to need the next run: run it once the one in flight ends
+                self._next = mine = Round[T]()
+                ahead = self._running
+            else:  # the next run has its runner already
+                mine, follows = self._next, True
+        if follows:
+            mine.done.wait()
+            return mine.outcome()
+        if ahead is not None:
+            ahead.done.wait()  # its end made `mine` the running one
+        try:
+            mine.value = self._check()
+        except BaseException as exc:  # whatever happened, the run's callers hear of it
+            mine.error = exc
+        with self._lock:
+            self._running, self._next = self._next, None
+        mine.done.set()
+        return mine.outcome()
 
 
 def parse_iso(value: str) -> datetime:
@@ -303,8 +362,8 @@ class AdminAPI:
         self.lock_timeout = timedelta(milliseconds=settings.lock_timeout_ms)
         self.stopping = threading.Event()  # set at SIGTERM: no new manual runs, the rest of one in hand is skipped
         self.pool = ChildPool(db, settings, settings.schedules_module, "admin")  # manual runs' jobs run in its children
-        self._list_lock = threading.Lock()
-        self._schedule_list: CachedList | None = None
+        self._schedule_list: CachedList | None = None  # only SharedCheck's one running check touches it
+        self._current_schedule_list = SharedCheck(self._check_schedule_list)
 
     # schedules
 
@@ -346,18 +405,20 @@ class AdminAPI:
         """The list is built once per change and served as the same bytes (with an ETag) until then.
 
         It changes when a schedule row changes or when the first of its upcoming run times passes;
-        everything else in it (names, cron text, jobs) comes from code. One cheap query per request
-        tells which: under 50 concurrent clients, encoding 200 schedules per request was the cost.
+        everything else in it (names, cron text, jobs) comes from code. Reading the rows tells which;
+        concurrent requests share one read (see SharedCheck), none older than the request itself.
         """
         query_params(request.query, {})
+        return 200, self._current_schedule_list()
+
+    def _check_schedule_list(self) -> EncodedJSON:
         rows = self.db.fetch_all("list_schedules")
         key = tuple(tuple(row.values()) for row in rows)
         now = utcnow()
-        with self._list_lock:  # one thread builds; the others wait for its bytes instead of building too
-            cached = self._schedule_list
-            if cached is None or cached.key != key or now >= cached.stale_at:
-                cached = self._schedule_list = self._build_schedule_list(key, rows, now)
-        return 200, cached.body
+        cached = self._schedule_list
+        if cached is None or cached.key != key or now >= cached.stale_at:
+            cached = self._schedule_list = self._build_schedule_list(key, rows, now)
+        return cached.body
 
     def _build_schedule_list(self, key: tuple[Any, ...], rows: list[dict[str, Any]], now: datetime) -> CachedList:
         by_id = {row["id"]: row for row in rows}
@@ -838,8 +899,6 @@ class AdminRequestHandler(BaseHTTPRequestHandler):
             self.send_body(500, {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
         else:  # not inside the try: a client that stopped reading must not turn into a second, 500 answer
             self.send_body(status, body)
-        finally:
-            self.api.db.close()  # each request runs on its own thread; don't leave its connection behind
 
     def read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -988,7 +1047,8 @@ class AdminHTTPServer(ThreadingHTTPServer):
     Each request (line, headers and body) must be in within `idle_timeout` seconds of the connection
     starting to wait for it, however slowly it trickles in: one reaper thread shuts down the connections
     past their deadline, which frees their threads. When serving stops, every connection still waiting
-    for its request is shut down at once, so stopping waits only for requests in flight.
+    for its request is shut down at once, so stopping waits only for requests in flight. Each connection
+    gets a thread of its own, reused from connections before it when one is idle.
     """
 
     request_queue_size = 128  # the default listen backlog of 5 drops connections under a burst of 50
@@ -996,10 +1056,15 @@ class AdminHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[AdminRequestHandler], idle_timeout: float):
         super().__init__(address, handler)
+        self.database = handler.api.db
         self.idle_timeout = idle_timeout
         self.waiting: dict[socket.socket, float] = {}  # connection -> monotonic deadline for its request
         self.waiting_lock = threading.Lock()
         self.stopped = threading.Event()
+        self.pool_lock = threading.Lock()
+        self.idle_workers: list[queue.SimpleQueue[tuple[Any, Any] | None]] = []  # the last to finish first
+        self.closing = False
+        self.workers: set[threading.Thread] = set()
 
     def awaiting_request(self, connection: socket.socket) -> None:
         with self.waiting_lock:
@@ -1039,6 +1104,61 @@ class AdminHTTPServer(ThreadingHTTPServer):
                     len(expired),
                     self.idle_timeout,
                 )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle worker thread, or start one: still a thread per connection in
+        flight, so a slow client holds up no other, but without a new thread (and the accept loop waiting
+        for it to start) per connection: under 50 clients each connecting anew, that was the cost."""
+        with self.pool_lock:
+            inbox = self.idle_workers.pop() if self.idle_workers else None
+        if inbox is not None:
+            inbox.put((request, client_address))
+            return
+        thread = threading.Thread(
+            target=self.work, args=(request, client_address), name="admin-worker", daemon=self.daemon_threads
+        )
+        with self.pool_lock:
+            self.workers.add(thread)
+        thread.start()
+
+    def work(self, request: Any, client_address: Any) -> None:
+        """Serve connections until idle for WORKER_IDLE_S, or until server_close(), on one database connection.
+
+        A new connection per request cost more than the request: PyMySQL builds a TLS context for each
+        (~20 ms of CPU); a connection gone stale while idle is replaced by the database layer."""
+        inbox: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        handed: tuple[Any, Any] | None = (request, client_address)
+        try:
+            while handed is not None:
+                self.process_request_thread(*handed)
+                with self.pool_lock:
+                    if self.closing:
+                        return
+                    self.idle_workers.append(inbox)
+                try:
+                    handed = inbox.get(timeout=WORKER_IDLE_S)
+                except queue.Empty:
+                    with self.pool_lock:
+                        if inbox in self.idle_workers:
+                            self.idle_workers.remove(inbox)
+                            return
+                    handed = inbox.get()  # taken off the idle list as the wait ran out: a connection is on its way
+        finally:
+            self.database.close()  # the thread's connection, kept from request to request, ends with it
+            with self.pool_lock:
+                self.workers.discard(threading.current_thread())
+
+    def server_close(self) -> None:
+        with self.pool_lock:
+            self.closing = True
+            idle, self.idle_workers = self.idle_workers, []
+        for inbox in idle:
+            inbox.put(None)
+        super().server_close()
+        with self.pool_lock:
+            busy = list(self.workers)
+        for thread in busy:  # requests in flight, manual runs included, finish first
+            thread.join()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line instead of socketserver's traceback: mostly a client that went away mid-answer."""
@@ -1085,7 +1205,7 @@ def main() -> int:
         api.stopping.set()
         api.pool.end_runs_after_grace()
         if worker is not None:
-            worker.stopping.set()
+            worker.stop()
             worker.pool.end_runs_after_grace()
         threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever: not on its thread
 
@@ -1093,7 +1213,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, shut_down)
     server.serve_forever()
     if worker is not None:
-        worker.stopping.set()  # the worker finishes the job in hand and marks itself STOPPED
+        worker.stop()  # the worker finishes the job in hand and marks itself STOPPED
         worker.stopped.wait(timeout=60)
     alerts.stop()
     server.server_close()

@@ -173,6 +173,28 @@ def load_queries(text: str) -> dict[str, str]:
     return queries
 
 
+def expand_tuples(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A tuple parameter is a list of values, one placeholder each (drivers bind scalars only):
+
+    IN :ids                  IN (:ids__0, :ids__1)
+    {cases :ids :values}     WHEN :ids__0 THEN :values__0 WHEN :ids__1 THEN :values__1
+    """
+
+    def names(name: str) -> list[str]:
+        return [f":{name}__{i}" for i in range(len(params[name]))]
+
+    def cases(match: re.Match[str]) -> str:
+        return " ".join(f"WHEN {k} THEN {v}" for k, v in zip(names(match[1]), names(match[2]), strict=True))
+
+    sql = re.sub(r"\{cases :(\w+) :(\w+)\}", cases, sql)
+    sql = re.sub(r"IN :(\w+)", lambda m: f"IN ({', '.join(names(m[1]))})", sql)
+    expanded = {k: v for k, v in params.items() if not isinstance(v, tuple)}
+    for name, values in params.items():
+        if isinstance(values, tuple):
+            expanded.update((f"{name}__{i}", value) for i, value in enumerate(values))
+    return sql, expanded
+
+
 def load_migrations(text: str) -> dict[int, list[str]]:
     """Parse schema.sql into {version: [statement, ...]}."""
     migrations: dict[int, list[str]] = {}
@@ -261,7 +283,8 @@ class Database:
         self.params = params
         self.url = redact_url(url)
         self.dialect = SQLiteDialect() if kind == "sqlite" else MySQLDialect()
-        self.queries = self._render_queries((HERE / "queries.sql").read_text())
+        self.source_queries = load_queries((HERE / "queries.sql").read_text())
+        self.queries = {name: self._render(sql) for name, sql in self.source_queries.items()}
         self.statements_issued = 0  # read by bench/ to count database round trips
         self._local = threading.local()
         if kind == "mysql":
@@ -389,15 +412,13 @@ class Database:
             applied.add(version)
         return max(applied, default=0)
 
-    def _render_queries(self, text: str) -> dict[str, str]:
-        rendered = {}
-        for name, sql in load_queries(text).items():
-            for token in ("insert_ignore", "for_update_skip_locked", "for_update", "db_now"):
-                sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
-            if self.kind == "mysql":
-                sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
-            rendered[name] = sql
-        return rendered
+    def _render(self, sql: str) -> str:
+        """A statement of queries.sql in this backend's words and parameter style."""
+        for token in ("insert_ignore", "for_update_skip_locked", "for_update", "db_now"):
+            sql = sql.replace("{" + token + "}", getattr(self.dialect, token))
+        if self.kind == "mysql":
+            sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
+        return sql
 
     def _rows(self, cur: Any) -> list[dict[str, Any]]:
         if cur.description is None:
@@ -411,12 +432,16 @@ class Database:
             sql = self.queries[name]
         except KeyError:
             raise KeyError(f"no query named {name!r} in queries.sql") from None
+        if not many and any(isinstance(v, tuple) for v in params.values()):
+            sql, params = expand_tuples(self.source_queries[name], params)
+            sql = self._render(sql)
         return self._run_sql(sql, params, result, many)
 
     def _run_sql(self, sql: str, params: Any, result: Any, many: bool = False) -> Any:
         def to_db(name: str, value: Any) -> Any:
-            if isinstance(value, str) and name in COLUMN_LIMITS:
-                return fit_column(value, COLUMN_LIMITS[name])
+            column = name.partition("__")[0]  # error__3: the fourth value of a tuple parameter (expand_tuples)
+            if isinstance(value, str) and column in COLUMN_LIMITS:
+                return fit_column(value, COLUMN_LIMITS[column])
             return self.dialect.to_db(value)
 
         if many:

@@ -312,6 +312,10 @@ SELECT * FROM AdminAudit WHERE (:before IS NULL OR id < :before) ORDER BY id DES
 -- Which MySQL or MariaDB this is (queue mode needs SKIP LOCKED).
 SELECT VERSION() AS version;
 
+-- name: server_questions
+-- MySQL only: how many statements the server has answered, from every client (bench/ counts round trips).
+SHOW GLOBAL STATUS LIKE 'Questions';
+
 -- name: advance_occurrence
 -- Queue mode's claim: move nextRunAt past the occurrence read as due; one row changed = ours to enqueue.
 UPDATE JobSchedule SET nextRunAt = :next_run_at, lastRunAt = :now, updatedAt = :now
@@ -339,9 +343,34 @@ SELECT * FROM JobRun
 WHERE status = 'QUEUED' AND blockedBy = 0 AND availableAt <= :now
 ORDER BY availableAt, id LIMIT :limit {for_update_skip_locked};
 
--- name: start_queued_run
--- A worker takes a run it selected in the same transaction.
-UPDATE JobRun SET status = 'RUNNING', workerId = :worker_id, startedAt = :now WHERE id = :id AND status = 'QUEUED';
+-- name: claim_queued_runs
+-- A worker takes the runs it selected in the same transaction (:ids, a tuple).
+UPDATE JobRun SET status = 'RUNNING', workerId = :worker_id, startedAt = :now WHERE id IN :ids AND status = 'QUEUED';
+
+-- name: claimed_runs
+-- After a claim whose COMMIT answer was lost: which of the runs (:ids) this worker holds.
+SELECT * FROM JobRun WHERE id IN :ids AND status = 'RUNNING' AND workerId = :worker_id;
+
+-- name: give_back_runs
+-- Claimed runs this worker cannot start soon go back to the queue for another worker.
+UPDATE JobRun SET status = 'QUEUED', workerId = NULL, startedAt = NULL
+WHERE id IN :ids AND status = 'RUNNING' AND workerId = :worker_id;
+
+-- name: finish_queued_runs
+-- Record how several queued runs ended, and when each really started (its claim may have waited a moment
+-- in hand; unknown for a run that never started), in one statement: :ids and each value tuple hold
+-- one entry per run, in the same order. Matches none that recovery already failed.
+UPDATE JobRun
+SET status = CASE id {cases :ids :statuses} END,
+    completedAt = CASE id {cases :ids :completed_at} END,
+    durationMs = CASE id {cases :ids :duration_ms} END,
+    error = CASE id {cases :ids :error} END,
+    startedAt = COALESCE(CASE id {cases :ids :started_at} END, startedAt)
+WHERE id IN :ids AND status = 'RUNNING';
+
+-- name: runs_by_id
+-- The runs of :ids, as stored (a recording transaction checks which of its runs recovery failed first).
+SELECT * FROM JobRun WHERE id IN :ids;
 
 -- name: unblock_dependent
 -- A dependency completed: one fewer for the dependent job in the same occurrence to wait for.
@@ -360,12 +389,17 @@ UPDATE JobRun SET status = 'SKIPPED', completedAt = :now, error = :error
 WHERE batchId = :batch_id AND status = 'QUEUED' AND blockedBy > 0;
 
 -- name: finish_batch_jobs
--- Count jobs of an occurrence as finished; the row stays locked until commit, so one finisher sees zero.
--- completedAt comes first: MySQL evaluates assignments left to right, SQLite all on the old row.
+-- Count jobs of occurrences (:ids, the same counts each) as finished; the rows stay locked until commit,
+-- so one finisher sees an occurrence reach zero. completedAt comes first: MySQL evaluates assignments
+-- left to right, SQLite all on the old row.
 UPDATE JobBatch
 SET completedAt = CASE WHEN remaining - :finished <= 0 THEN :now ELSE NULL END,
     remaining = remaining - :finished, failed = failed + :failed
-WHERE id = :id;
+WHERE id IN :ids;
+
+-- name: get_batches
+-- What is left of some occurrences.
+SELECT * FROM JobBatch WHERE id IN :ids;
 
 -- name: get_batch
 -- What is left of an occurrence.

@@ -4,34 +4,85 @@
     EMBEDDED_JOB_WORKER=true python admin_server.py    a worker inside the web process
 
 The daemon's claim of a due occurrence inserts one QUEUED JobRun per job, each blocked until its
-dependencies in the same occurrence completed, and one JobBatch row counting what is left. A worker
-claims a ready run in one short transaction (MySQL: SELECT ... FOR UPDATE SKIP LOCKED, then an UPDATE
-by primary key; SQLite: one BEGIN IMMEDIATE write), runs it outside any transaction, and finishes it:
-a failure with retries left is queued again as the next attempt after a backoff; a final failure
-skips the dependents; a completion unblocks them. The finisher that brings JobBatch.remaining to zero
-records the occurrence's outcome on the schedule. Runs of a worker that stopped heartbeating are
-finished the same way, as failures, by whoever notices first.
+dependencies in the same occurrence completed, and one JobBatch row counting what is left.
+
+A worker's main loop does all of its database work, a few runs at a time:
+- claim: several ready runs in one short transaction (MySQL: SELECT ... FOR UPDATE SKIP LOCKED LIMIT n,
+  then one UPDATE ... WHERE id IN (...); SQLite: one BEGIN IMMEDIATE write). It claims no more than its
+  JOB_WORKER_CONCURRENCY slots can start within SOON_S at the pace runs have been going, and gives back
+  any claimed run still not started after GIVE_BACK_S (a long job ahead of it), so no worker sits on
+  runs another could start;
+- record: the runs that ended since, in one transaction: a failure with retries left is queued again as
+  the next attempt after a backoff; a final failure skips the dependents; a completion unblocks them.
+  The transaction that brings JobBatch.remaining to zero records the occurrence's outcome on the schedule.
+Its JOB_WORKER_CONCURRENCY executor threads run the claimed runs in supervised children, no database
+in between. Runs of a worker that stopped heartbeating are recorded the same way, as failures, by
+whoever notices first.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import alerts
 import pings
 from db import Database, utc_ms
-from errors import ConfigError, Conflict, DatabaseUnavailable
-from records import JobCall, JobPool, RunStatus
+from errors import ConfigError, Conflict, DatabaseUnavailable, ValueRejected
+from records import JobCall, JobPool, JobResult, RunStatus
 from runner import RETRYABLE, Presence, log_result, recover, retry_until_stored, run_loop, utcnow
 from scheduling import App
 from settings import Settings
 from supervisor import ChildPool
 
 log = logging.getLogger("worker")
+
+SOON_S = 0.1  # a worker claims what its slots can start within this long, at the pace runs have been going
+MAX_CLAIM = 100  # runs claimed in one transaction at most
+GIVE_BACK_S = 1.0  # a claimed run not started within this long goes back to the queue
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    """A JobRun row of queue mode, as a worker or recovery holds it."""
+
+    id: int
+    job_name: str
+    schedule_id: str | None
+    scheduled_for: datetime
+    trigger: str
+    batch_id: str
+    attempt: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> QueuedRun:
+        return cls(
+            row["id"],
+            row["jobName"],
+            row["scheduleId"],
+            row["scheduledFor"],
+            row["trigger"],
+            row["batchId"],
+            row["attempt"],
+        )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a queued run ended, waiting to be recorded."""
+
+    run: QueuedRun
+    status: RunStatus
+    error: str | None
+    started_at: datetime | None  # None: it never started (a dead worker's run, one lost track of)
+    completed_at: datetime
+    duration_ms: int | None
 
 
 def skip_locked_problem(version: str) -> str | None:
@@ -52,138 +103,183 @@ def require_skip_locked(db: Database) -> None:
         raise ConfigError(problem)
 
 
-def finish_run(
-    db: Database,
-    app: App,
-    run: dict[str, Any],
-    status: str,
-    error: str | None,
-    completed: datetime,
-    duration_ms: int | None,
-    stopping: threading.Event | None = None,
-) -> bool:
-    """Record a queued run's end and what follows from it; False if someone else already finished it.
+# -- recording what ended -------------------------------------------------------------------------------
 
-    With `stopping`, the occurrence's count on its schedule is retried until stored (or shutdown).
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one recording transaction stored and what follows it once committed."""
+
+    finished: list[Finished]  # recorded now (runs recovery had already failed are left out)
+    final_failures: list[Finished]  # failed with no retry left: they alert
+    completed_batches: list[dict[str, Any]]  # occurrences this transaction brought to zero
+
+
+def record_finished(
+    db: Database, app: App, finished: list[Finished], now: datetime, stopping: threading.Event | None = None
+) -> list[Finished]:
+    """Store how runs ended, and what follows (retries, dependents, occurrences' outcomes), in one transaction.
+
+    `now` dates the occurrences it completes: a retry after a lost COMMIT passes the same one, to tell
+    what the landed attempt completed. Returns the runs recorded: a run someone else already finished
+    (recovery failed it) is not. With `stopping`, the counts on the schedules are retried until stored.
     """
-    job = app.registry.jobs.get(run["jobName"])
-    retried = status == "FAILED" and job is not None and run["attempt"] <= job.retries
-    retry_after = timedelta(seconds=job.retry_backoff_s * 2 ** (run["attempt"] - 1)) if retried and job else None
+    if not finished:
+        return []
     with db.transaction():
-        if (
-            db.execute(
-                "finish_run", id=run["id"], status=status, completed_at=completed, duration_ms=duration_ms, error=error
-            )
-            != 1
-        ):
-            if not landed_before(db, run, status, completed):
-                return False
-            # An earlier attempt's COMMIT landed though its answer was lost: what it wrote in the transaction
-            # is stored; what follows the transaction is not done yet. The batch was closed by that attempt
-            # if its completedAt is our time (another finisher's would be its own).
-            log.warning(
-                "[worker] the connection dropped at COMMIT but run %s's result %s landed: completing what follows it",
-                run["id"],
-                status,
-            )
-            if retried:
-                return True
-            batch = db.fetch_one("get_batch", id=run["batchId"])
-            if batch is not None and batch["completedAt"] != utc_ms(completed):
-                batch = None
-        else:
-            batch = record_consequences(db, app, run, status, completed, retry_after)
-    if retried:
-        return True
-    if status == "FAILED":  # for good: a retry returned above
-        alerts.run_failed(db, run["scheduleId"], run["jobName"], run["id"], error, run["trigger"])
-    # `batch` is set only for the finisher that completed it. The schedule's counters are updated outside
-    # that transaction so that finishers of one schedule's many occurrences do not queue behind its row.
-    if batch is not None and batch["scheduleId"] is not None:
+        recorded = record_in_transaction(db, app, finished, now)
+    for failure in recorded.final_failures:
+        run = failure.run
+        alerts.run_failed(db, run.schedule_id, run.job_name, run.id, failure.error, run.trigger)
+    count_occurrences(db, recorded.completed_batches, now, stopping)
+    for batch in recorded.completed_batches:
+        alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
+        schedule = app.schedules.get(batch["scheduleId"])
+        pings.finished(getattr(schedule, "ping_url", None), batch["trigger"], not batch["failed"])
+    return recorded.finished
 
-        def count() -> None:
-            db.execute(
-                "count_occurrence",
-                id=batch["scheduleId"],
-                succeeded=0 if batch["failed"] else 1,
-                failed=1 if batch["failed"] else 0,
-                now=completed,
+
+def record_in_transaction(db: Database, app: App, finished: list[Finished], now: datetime) -> Recorded:
+    """record_finished's transaction; it reads back what an earlier attempt stored if that one's COMMIT landed."""
+    changed = db.execute(
+        "finish_queued_runs",
+        ids=tuple(f.run.id for f in finished),
+        statuses=tuple(f.status.value for f in finished),
+        completed_at=tuple(f.completed_at for f in finished),
+        duration_ms=tuple(f.duration_ms for f in finished),
+        error=tuple(f.error for f in finished),
+        started_at=tuple(f.started_at for f in finished),
+    )
+    stored = finished
+    if changed != len(finished):  # some were failed by recovery, or an earlier attempt stored them all
+        rows = {row["id"]: row for row in db.fetch_all("runs_by_id", ids=tuple(f.run.id for f in finished))}
+        stored = [f for f in finished if holds(rows.get(f.run.id), f)]
+        if changed == 0 and stored:
+            # An earlier attempt's COMMIT landed though its answer was lost: everything it wrote is stored;
+            # what follows the transaction is not done yet.
+            log.warning(
+                "[worker] the connection dropped at COMMIT but the results of runs %s landed: completing what follows",
+                ", ".join(str(f.run.id) for f in stored),
             )
+            return landed_earlier(db, app, stored, now)
+    retries = [f for f in stored if retry_backoff(app, f) is not None]
+    for item in retries:
+        queue_retry(db, item, retry_backoff(app, item) or timedelta(0))
+    ended = [f for f in stored if f not in retries]
+    counts: dict[str, tuple[int, int]] = {}  # batch id: (jobs finished, of which failed)
+    for item in sorted(ended, key=lambda f: (f.run.batch_id, f.run.id)):  # one lock order: no deadlock among us
+        finished_n, failed_n = settle_dependents(db, app, item, now)
+        before = counts.get(item.run.batch_id, (0, 0))
+        counts[item.run.batch_id] = (before[0] + finished_n, before[1] + failed_n)
+    by_counts: dict[tuple[int, int], list[str]] = collections.defaultdict(list)  # one UPDATE per distinct count
+    for batch_id in sorted(counts):
+        by_counts[counts[batch_id]].append(batch_id)
+    for (finished_n, failed_n), batch_ids in by_counts.items():
+        db.execute("finish_batch_jobs", ids=tuple(batch_ids), finished=finished_n, failed=failed_n, now=now)
+    # Only the transaction that brought `remaining` to zero (the rows stay locked until commit) sees it so.
+    batches = db.fetch_all("get_batches", ids=tuple(counts)) if counts else []
+    return Recorded(
+        stored,
+        [f for f in ended if f.status == RunStatus.FAILED],
+        [b for b in batches if b["remaining"] <= 0],
+    )
+
+
+def holds(row: dict[str, Any] | None, item: Finished) -> bool:
+    """Whether a stored run holds this very outcome (rather than recovery's)."""
+    return row is not None and row["status"] == item.status.value and row["completedAt"] == utc_ms(item.completed_at)
+
+
+def landed_earlier(db: Database, app: App, stored: list[Finished], now: datetime) -> Recorded:
+    """What a landed attempt recorded: its runs, its final failures, the occurrences it completed (at `now`)."""
+    ended = [f for f in stored if retry_backoff(app, f) is None]
+    batch_ids = tuple(sorted({f.run.batch_id for f in ended}))
+    batches = db.fetch_all("get_batches", ids=batch_ids) if batch_ids else []
+    return Recorded(
+        stored,
+        [f for f in ended if f.status == RunStatus.FAILED],
+        [b for b in batches if b["completedAt"] == utc_ms(now)],
+    )
+
+
+def retry_backoff(app: App, item: Finished) -> timedelta | None:
+    """How long until the next attempt of a failed run whose job has retries left; None for no retry."""
+    job = app.registry.jobs.get(item.run.job_name)
+    if item.status != RunStatus.FAILED or job is None or item.run.attempt > job.retries:
+        return None
+    return timedelta(seconds=job.retry_backoff_s * 2 ** (item.run.attempt - 1))
+
+
+def queue_retry(db: Database, item: Finished, backoff: timedelta) -> None:
+    run = item.run
+    db.execute(
+        "insert_queued_run",
+        job_name=run.job_name,
+        trigger=run.trigger,
+        schedule_id=run.schedule_id,
+        scheduled_for=run.scheduled_for,
+        batch_id=run.batch_id,
+        attempt=run.attempt + 1,
+        now=item.completed_at,
+        available_at=item.completed_at + backoff,
+        blocked_by=0,
+    )
+    log.warning(
+        "[worker] %s attempt %d failed; attempt %d queued in %gs",
+        run.job_name,
+        run.attempt,
+        run.attempt + 1,
+        backoff.total_seconds(),
+    )
+
+
+def settle_dependents(db: Database, app: App, item: Finished, now: datetime) -> tuple[int, int]:
+    """Unblock the dependents of a completed run, or skip those of a failed one; the (finished, failed) jobs."""
+    run = item.run
+    if item.status == RunStatus.COMPLETED:
+        for dependent in dependents_of(app, run.job_name, transitive=False):
+            db.execute("unblock_dependent", batch_id=run.batch_id, job_name=dependent)
+        return 1, 0
+    finished, failed = 1, 1
+    reason = f"not started: dependency {run.job_name} FAILED"
+    if run.job_name not in app.registry.jobs:  # a job this worker's code lacks: which jobs depend on it is unknown too
+        skipped = db.execute(
+            "skip_blocked_in_batch",
+            batch_id=run.batch_id,
+            now=now,
+            error=f"{reason} (unknown to the worker that took it, so every job of the "
+            "occurrence still waiting on a dependency is skipped)",
+        )
+        finished, failed = finished + skipped, failed + skipped
+    for dependent in dependents_of(app, run.job_name, transitive=True):
+        skipped = db.execute("skip_dependent", batch_id=run.batch_id, job_name=dependent, error=reason, now=now)
+        finished, failed = finished + skipped, failed + skipped
+    return finished, failed
+
+
+def count_occurrences(
+    db: Database, batches: list[dict[str, Any]], now: datetime, stopping: threading.Event | None
+) -> None:
+    """Count completed occurrences on their schedules, one statement per schedule.
+
+    Outside the recording transaction, so that workers finishing one schedule's many occurrences do not
+    queue behind its row.
+    """
+    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for batch in batches:
+        if batch["scheduleId"] is not None:
+            counts[batch["scheduleId"]][1 if batch["failed"] else 0] += 1
+    for schedule_id, (succeeded, failed) in sorted(counts.items()):
+
+        def count(schedule_id: str = schedule_id, succeeded: int = succeeded, failed: int = failed) -> None:
+            db.execute("count_occurrence", id=schedule_id, succeeded=succeeded, failed=failed, now=now)
 
         try:
-            retry_until_stored("counting an occurrence", count, stopping) if stopping else count()
-        except RETRYABLE as exc:  # the run is recorded; only the schedule's counter misses one
+            retry_until_stored("counting occurrences", count, stopping) if stopping else count()
+        except RETRYABLE as exc:  # the runs are recorded; only the schedule's counters miss these
             log.error(
-                "[worker] could not count occurrence %s on schedule %s: %s", batch["id"], batch["scheduleId"], exc
+                "[worker] could not count %d occurrences on schedule %s: %s", succeeded + failed, schedule_id, exc
             )
-        alerts.occurrence_finished(db, batch["scheduleId"], batch["trigger"], not batch["failed"])
-        pings.finished(
-            getattr(app.schedules.get(batch["scheduleId"]), "ping_url", None), batch["trigger"], not batch["failed"]
-        )
-    return True
-
-
-def record_consequences(
-    db: Database, app: App, run: dict[str, Any], status: str, completed: datetime, retry_after: timedelta | None
-) -> dict[str, Any] | None:
-    """In finish_run's transaction: queue the retry, or unblock or skip the dependents and count the batch.
-
-    Returns the batch if this finish completed it.
-    """
-    if retry_after is not None:
-        backoff = retry_after
-        db.execute(
-            "insert_queued_run",
-            job_name=run["jobName"],
-            trigger=run["trigger"],
-            schedule_id=run["scheduleId"],
-            scheduled_for=run["scheduledFor"],
-            batch_id=run["batchId"],
-            attempt=run["attempt"] + 1,
-            now=completed,
-            available_at=completed + backoff,
-            blocked_by=0,
-        )
-        log.warning(
-            "[worker] %s attempt %d failed; attempt %d queued in %gs",
-            run["jobName"],
-            run["attempt"],
-            run["attempt"] + 1,
-            backoff.total_seconds(),
-        )
-        return None
-    finished, failed = 1, 0 if status == "COMPLETED" else 1
-    if status == "COMPLETED":
-        for dependent in dependents_of(app, run["jobName"], transitive=False):
-            db.execute("unblock_dependent", batch_id=run["batchId"], job_name=dependent)
-    else:
-        reason = f"not started: dependency {run['jobName']} FAILED"
-        if (
-            run["jobName"] not in app.registry.jobs
-        ):  # a job this worker's code lacks: which jobs depend on it is unknown too
-            skipped = db.execute(
-                "skip_blocked_in_batch",
-                batch_id=run["batchId"],
-                now=completed,
-                error=f"{reason} (unknown to the worker that took it, so every job of the "
-                "occurrence still waiting on a dependency is skipped)",
-            )
-            finished, failed = finished + skipped, failed + skipped
-        for dependent in dependents_of(app, run["jobName"], transitive=True):
-            skipped = db.execute(
-                "skip_dependent", batch_id=run["batchId"], job_name=dependent, error=reason, now=completed
-            )
-            finished, failed = finished + skipped, failed + skipped
-    db.execute("finish_batch_jobs", id=run["batchId"], finished=finished, failed=failed, now=completed)
-    # Only the finisher that brought `remaining` to zero (the row stays locked until commit) sees it so.
-    batch = db.fetch_one("get_batch", id=run["batchId"])
-    return batch if batch is not None and batch["remaining"] <= 0 else None
-
-
-def landed_before(db: Database, run: dict[str, Any], status: str, completed: datetime) -> bool:
-    """Whether the run already holds this very outcome: a retried finish whose first COMMIT landed unseen."""
-    stored = db.fetch_one("get_run", id=run["id"])
-    return stored is not None and stored["status"] == status and stored["completedAt"] == utc_ms(completed)
 
 
 def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:
@@ -202,21 +298,97 @@ def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:
 
 
 def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threading.Event | None = None) -> int:
-    """Finish, as failures (retried if the job allows), the runs of workers no longer alive."""
-    recovered = 0
-    for run in db.fetch_all("queued_runs_of_dead_workers"):
-        error = (
-            f"FAILED: the job worker {run['workerId']} running this job died (no heartbeat): killed, crashed or cut off"
+    """Record, as failures (retried if the job allows), the runs of workers no longer alive."""
+    failures = [
+        Finished(
+            QueuedRun.from_row(row),
+            RunStatus.FAILED,
+            f"FAILED: the job worker {row['workerId']} running this job died (no heartbeat): killed, crashed or cut off",
+            None,
+            now,
+            None,
         )
-        if finish_run(db, app, run, "FAILED", error, now, None, stopping):
-            recovered += 1
+        for row in db.fetch_all("queued_runs_of_dead_workers")
+    ]
+    recovered = len(record_finished(db, app, failures, now, stopping))
     if recovered:
         log.warning("[recovery] finished %d queued runs of dead workers as failures", recovered)
     return recovered
 
 
+# -- the worker -----------------------------------------------------------------------------------------
+
+
+class InHand:
+    """The runs a worker claimed and has not recorded yet: waiting to start, running, or ended."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiting: collections.deque[tuple[QueuedRun, float]] = collections.deque()  # (run, claimed at)
+        self.running: dict[int, float] = {}  # run id: when it started
+        self.ended: list[Finished] = []
+        self.closed = False
+
+    def ids(self) -> set[int]:
+        with self.cond:
+            return {r.id for r, _ in self.waiting} | self.running.keys() | {f.run.id for f in self.ended}
+
+    def add(self, runs: list[QueuedRun]) -> None:
+        with self.cond:
+            claimed_at = time.monotonic()
+            self.waiting.extend((run, claimed_at) for run in runs)
+            self.cond.notify(len(runs))
+
+    def next_to_start(self) -> QueuedRun | None:
+        """For an executor: the oldest waiting run, once there is one; None once closed."""
+        with self.cond:
+            while not self.waiting and not self.closed:
+                self.cond.wait()
+            if not self.waiting:
+                return None
+            run, _ = self.waiting.popleft()
+            self.running[run.id] = time.monotonic()
+            return run
+
+    def end(self, item: Finished) -> None:
+        with self.cond:
+            self.running.pop(item.run.id, None)
+            self.ended.append(item)
+
+    def take_ended(self) -> list[Finished]:
+        with self.cond:
+            ended, self.ended = self.ended, []
+            return ended
+
+    def put_back_ended(self, ended: list[Finished]) -> None:
+        """Ended runs whose recording failed stay in hand, for the next attempt."""
+        with self.cond:
+            self.ended[:0] = ended
+
+    def take_waiting(self, claimed_before: float | None = None) -> list[QueuedRun]:
+        """Remove and return the waiting runs (those claimed before `claimed_before`, if given)."""
+        with self.cond:
+            kept = [(r, t) for r, t in self.waiting if claimed_before is not None and t >= claimed_before]
+            taken = [r for r, t in self.waiting if claimed_before is None or t < claimed_before]
+            self.waiting = collections.deque(kept)
+            return taken
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(waiting, running, of those running for over GIVE_BACK_S, ended)."""
+        with self.cond:
+            long_ago = time.monotonic() - GIVE_BACK_S
+            stuck = sum(1 for started in self.running.values() if started < long_ago)
+            return len(self.waiting), len(self.running), stuck, len(self.ended)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
 class JobWorker:
-    """Claims ready runs and executes them, back to back while there is work, else every poll interval."""
+    """Claims ready runs a few at a time, runs them on JOB_WORKER_CONCURRENCY executor threads (each in a
+    supervised child), and records them a few at a time; polls every JOB_WORKER_POLL_INTERVAL_MS when idle."""
 
     def __init__(
         self,
@@ -237,9 +409,9 @@ class JobWorker:
         self.presence = Presence(db, "job_worker", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self.stopped = threading.Event()
-        # Ids of the runs this worker's loops are claiming or executing; a RUNNING run of ours not in it was lost.
-        self.in_hand: set[int] = set()
-        self.in_hand_lock = threading.Lock()
+        self.hand = InHand()
+        self.wake = threading.Event()  # an executor needs the main loop: runs ended, or few left to start
+        self.pace_s = SOON_S  # recent mean time of a run; unknown at first, so one run per slot is claimed
 
     def start(self) -> None:
         require_skip_locked(self.db)
@@ -248,157 +420,187 @@ class JobWorker:
             "[worker] Job worker registered: %s (polling every %gs when idle)", self.presence.id, self.poll_interval
         )
 
+    def stop(self) -> None:
+        """Stop claiming: the main loop wakes at once; the runs going finish (see run_forever)."""
+        self.stopping.set()
+        self.wake.set()
+
     def run_forever(self) -> None:
-        """Run JOB_WORKER_CONCURRENCY loops (each claims one run at a time) until `stopping`."""
-        loops = [
-            threading.Thread(
-                target=run_loop,
-                name=f"job-worker-{n}",
-                daemon=True,
-                args=(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now),
-            )
-            for n in range(1, self.concurrency)
+        """The main loop here and JOB_WORKER_CONCURRENCY executor threads, until stop()."""
+        # A worker exists to run jobs: its first one should not wait for a child to start.
+        threading.Thread(target=self.pool.warm, name="warm-job-children", daemon=True).start()
+        executors = [
+            threading.Thread(target=self.execute_loop, name=f"job-worker-{n}", daemon=True)
+            for n in range(1, self.concurrency + 1)
         ]
-        for loop in loops:
-            loop.start()
-        run_loop(self.work_once, lambda: self.poll_interval, self.stopping, "worker", self.db.now)
-        for loop in loops:
-            loop.join()
+        for executor in executors:
+            executor.start()
+        run_loop(self.work_once, self.pause, self.stopping, "worker", self.db.now, wake=self.wake)
+        # Stopping: runs not started go back to the queue; the runs going end (within the pool's grace).
+        self.give_back(self.hand.take_waiting())
+        self.hand.close()
+        for executor in executors:
+            executor.join()
+        self.record(self.hand.take_ended())
         self.pool.close()
         self.presence.stop(self.db.now())
         log.info("[worker] Job worker %s stopped", self.presence.id)
         self.stopped.set()
 
     def work_once(self, now: datetime) -> bool:
-        """Claim and run one ready run; False when none is ready."""
+        """One pass of the main loop: housekeeping when due, record what ended, give back what waited too long,
+        claim what the slots can start soon. True if it claimed any."""
         if now >= self.next_recovery:
             recover(self.db, now, self.lock_timeout)
             recover_queued_runs(self.db, self.app, now, self.stopping)
             self.finish_runs_lost_track_of(now)
             self.next_recovery = now + self.heartbeat_interval
-        run = self.claim(now)
-        if run is None:
-            return False
-        try:
-            self.execute(run)
-        finally:
-            self.let_go(run["id"])
-        return True
+        self.record(self.hand.take_ended())
+        self.give_back(self.hand.take_waiting(claimed_before=time.monotonic() - GIVE_BACK_S))
+        claimed = self.claim(now, self.room())
+        self.hand.add(claimed)
+        return bool(claimed)
 
-    def let_go(self, run_id: int) -> None:
-        with self.in_hand_lock:
-            self.in_hand.discard(run_id)
+    def pause(self) -> float:
+        """How long the main loop sleeps when it found nothing to claim, unless an executor wakes it."""
+        waiting, _, _, ended = self.hand.counts()
+        return min(self.poll_interval, GIVE_BACK_S) if waiting or ended else self.poll_interval
+
+    def per_slot(self) -> int:
+        """Runs a slot can start within SOON_S at the recent pace (counting the one it is running)."""
+        return max(1, min(MAX_CLAIM, int(SOON_S / max(self.pace_s, 1e-4))))
+
+    def room(self) -> int:
+        """How many runs to claim: what the slots can start soon, less what is in hand. A slot running one
+        run for over GIVE_BACK_S will not start anything soon: it counts for nothing."""
+        waiting, running, stuck, _ = self.hand.counts()
+        return max(0, min(MAX_CLAIM, (self.concurrency - stuck) * self.per_slot() - waiting - (running - stuck)))
+
+    def execute_loop(self) -> None:
+        """An executor: run claimed runs one after another; wake the main loop when few are left to start."""
+        while (run := self.hand.next_to_start()) is not None:
+            item = self.execute(run)
+            self.hand.end(item)
+            self.pace_s = (
+                0.8 * self.pace_s + 0.2 * (item.completed_at - (item.started_at or item.completed_at)).total_seconds()
+            )
+            waiting, _, _, _ = self.hand.counts()
+            if waiting <= self.concurrency * self.per_slot() // 2:
+                self.wake.set()
+
+    def claim(self, now: datetime, limit: int) -> list[QueuedRun]:
+        """Take up to `limit` ready runs in one transaction; they are this worker's to run from here."""
+        while limit > 0:
+            ids: tuple[int, ...] = ()
+            try:
+                with self.db.transaction():
+                    rows = self.db.fetch_all("next_queued_runs", now=now, limit=limit)
+                    if not rows:
+                        return []
+                    ids = tuple(row["id"] for row in rows)
+                    # Not `now`: a run may have become ready (and been selected) after it.
+                    started = self.db.now()
+                    self.db.execute("claim_queued_runs", ids=ids, worker_id=self.presence.id, now=started)
+                return [QueuedRun.from_row(row) for row in rows]  # locked since the SELECT: the UPDATE took each
+            except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
+                if self.stopping.is_set():
+                    return []
+            except DatabaseUnavailable:
+                if not ids:
+                    raise
+                return self.read_back_claim(ids)
+        return []
+
+    def read_back_claim(self, ids: tuple[int, ...]) -> list[QueuedRun]:
+        """After the connection dropped mid-claim (the COMMIT may have landed): the runs that are ours.
+
+        If this read fails too, housekeeping (finish_runs_lost_track_of) settles the runs, if they were taken.
+        """
+        rows = self.db.fetch_all("claimed_runs", ids=ids, worker_id=self.presence.id)
+        for row in rows:
+            log.warning(
+                "[worker] the connection dropped at COMMIT but the claim of run %s (%s) landed: running it",
+                row["id"],
+                row["jobName"],
+            )
+        return [QueuedRun.from_row(row) for row in rows]
+
+    def give_back(self, runs: list[QueuedRun]) -> None:
+        """Return claimed runs that no executor started to the queue, for another worker (or us, later)."""
+        if not runs:
+            return
+        try:
+            self.db.execute("give_back_runs", ids=tuple(r.id for r in runs), worker_id=self.presence.id)
+        except RETRYABLE as exc:  # still ours and RUNNING: housekeeping fails them as lost track of (retried)
+            log.error("[worker] could not give back %d claimed runs: %s", len(runs), exc)
+            return
+        log.info("[worker] gave back %d claimed runs it could not start within %gs", len(runs), GIVE_BACK_S)
+
+    def execute(self, run: QueuedRun) -> Finished:
+        """Run one claimed run in a supervised child; how it ended (not recorded yet)."""
+        job = self.app.registry.jobs.get(run.job_name)
+        started = self.db.now()
+        if job is None:
+            result = JobResult(RunStatus.FAILED, f"no job {run.job_name!r} in this worker's code", 0)
+        else:
+            call = JobCall(run.id, job.name, run.schedule_id, run.scheduled_for, run.trigger, run.attempt)
+            result = self.pool.run(job, call)
+        status, error, duration_ms = result.status, result.error, result.duration_ms
+        log_result(
+            "worker",
+            run.job_name,
+            status.value,
+            duration_ms,
+            error,
+            {"scheduleId": run.schedule_id, "jobName": run.job_name, "runId": run.id},
+        )
+        return Finished(run, status, error, started, self.db.now(), duration_ms)
+
+    def record(self, ended: list[Finished]) -> None:
+        """Record runs that ended, retried until stored (or shutdown); a refused error text is stored plainer."""
+        if not ended:
+            return
+        now = self.db.now()
+
+        def plainer(exc: ValueRejected) -> list[Finished]:
+            error = f"the job's error text was refused by the database ({exc}); see the worker's log"
+            return record_finished(
+                self.db, self.app, [replace(f, error=error) if f.error else f for f in ended], now, self.stopping
+            )
+
+        try:
+            recorded = retry_until_stored(
+                "recording job results",
+                lambda: record_finished(self.db, self.app, ended, now, self.stopping),
+                self.stopping,
+                on_rejected=plainer,
+            )
+        except BaseException:
+            self.hand.put_back_ended(ended)
+            raise
+        for item in {f.run.id: f for f in ended}.keys() - {f.run.id for f in recorded}:
+            log.error("[worker] run %s had already been failed by recovery; its result is not recorded", item)
 
     def finish_runs_lost_track_of(self, now: datetime) -> int:
-        """Fail (retried if the job allows) this worker's RUNNING runs that no loop has in hand.
+        """Fail (retried if the job allows) this worker's RUNNING runs that it does not have in hand.
 
         The safety net for every way a claim can land unseen (a COMMIT whose answer was lost and could
         not be read back): without it such a run stays RUNNING under a live worker, which neither
-        recovery nor the health check treats as stuck.
+        recovery nor the health check treats as stuck. The main loop claims and records, so nothing
+        enters or leaves the hand's database state while this runs.
         """
-        lost = 0
-        for run in self.db.fetch_all("queued_runs_of_worker", worker_id=self.presence.id):
-            with self.in_hand_lock:  # read after the rows: a claim adds its run before committing
-                if run["id"] in self.in_hand:
-                    continue
-            error = (
-                f"FAILED: not run: worker {self.presence.id} claimed this job but lost track of the claim "
-                "(the database's answer to it was lost)"
-            )
-            if finish_run(self.db, self.app, run, RunStatus.FAILED.value, error, now, None, self.stopping):
-                lost += 1
-        if lost:
-            log.error("[worker] finished %d runs this worker had claimed but lost track of, as failures", lost)
-        return lost
-
-    def claim(self, now: datetime) -> dict[str, Any] | None:
-        """Take one ready run (in hand from here until execute() ends), or None when none is ready."""
-        while True:
-            row = None
-            try:
-                with self.db.transaction():
-                    row = self.db.fetch_one("next_queued_runs", now=now, limit=1)
-                    if row is None:
-                        return None
-                    with self.in_hand_lock:
-                        self.in_hand.add(row["id"])
-                    started = self.db.now()  # not `now`: the run may have become ready (and been selected) after it
-                    taken = (
-                        self.db.execute("start_queued_run", id=row["id"], worker_id=self.presence.id, now=started) == 1
-                    )
-                if taken:
-                    return {**row, "status": "RUNNING", "workerId": self.presence.id, "startedAt": started}
-                self.let_go(row["id"])
-            except Conflict:  # MySQL deadlock or lock wait timeout: nothing was taken; look again
-                if row is not None:
-                    self.let_go(row["id"])
-                if self.stopping.is_set():
-                    return None
-            except DatabaseUnavailable:
-                if row is None:
-                    raise
-                return self.read_back_claim(row)
-
-    def read_back_claim(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        """After the connection dropped mid-claim (the COMMIT may have landed): the run if it is ours, else None.
-
-        If the read fails too, the run is let go and finish_runs_lost_track_of settles it, if it was taken.
-        """
-        try:
-            run = self.db.fetch_one("get_run", id=row["id"])
-        except BaseException:
-            self.let_go(row["id"])
-            raise
-        if run is not None and run["status"] == RunStatus.RUNNING.value and run["workerId"] == self.presence.id:
-            log.warning(
-                "[worker] the connection dropped at COMMIT but the claim of run %s (%s) landed: running it",
-                run["id"],
-                run["jobName"],
-            )
-            return run
-        self.let_go(row["id"])
-        return None
-
-    def execute(self, run: dict[str, Any]) -> None:
-        job = self.app.registry.jobs.get(run["jobName"])
-        error: str | None
-        if job is None:
-            status, error, completed, duration_ms = (
-                RunStatus.FAILED.value,
-                f"no job {run['jobName']!r} in this worker's code",
-                self.db.now(),
-                0,
-            )
-        else:
-            result = self.pool.run(
-                job,
-                JobCall(run["id"], job.name, run["scheduleId"], run["scheduledFor"], run["trigger"], run["attempt"]),
-            )
-            status, error, completed, duration_ms = result.status.value, result.error, self.db.now(), result.duration_ms
-        log_result(
-            "worker",
-            run["jobName"],
-            status,
-            duration_ms,
-            error,
-            {"scheduleId": run["scheduleId"], "jobName": run["jobName"], "runId": run["id"]},
+        rows = self.db.fetch_all("queued_runs_of_worker", worker_id=self.presence.id)
+        in_hand = self.hand.ids()
+        error = (
+            f"FAILED: not run: worker {self.presence.id} claimed this job but lost track of the claim "
+            "(the database's answer to it was lost)"
         )
-        stored = retry_until_stored(
-            "recording a job's result",
-            lambda: finish_run(self.db, self.app, run, status, error, completed, duration_ms, self.stopping),
-            self.stopping,
-            on_rejected=lambda exc: finish_run(
-                self.db,
-                self.app,
-                run,
-                status,
-                f"the job's error text was refused by the database ({exc}); see the worker's log",
-                completed,
-                duration_ms,
-                self.stopping,
-            ),
-        )
-        if not stored:
-            log.error(
-                "[worker] run %s had already been failed by recovery; its result %s is not recorded", run["id"], status
-            )
+        lost = [
+            Finished(QueuedRun.from_row(row), RunStatus.FAILED, error, None, now, None)
+            for row in rows
+            if row["id"] not in in_hand
+        ]
+        recorded = len(record_finished(self.db, self.app, lost, now, self.stopping))
+        if recorded:
+            log.error("[worker] finished %d runs this worker had claimed but lost track of, as failures", recorded)
+        return recorded

@@ -423,7 +423,7 @@ def run_worker(db: Database, app: App, settings: Settings) -> int:
             signal.Signals(signum).name,
             settings.shutdown_grace_s,
         )
-        worker.stopping.set()
+        worker.stop()
         worker.pool.end_runs_after_grace()
 
     signal.signal(signal.SIGTERM, request_stop)

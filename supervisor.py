@@ -164,6 +164,13 @@ class ChildPool:
             self._discard(child)
         return JobResult(status, error or None, int((time.monotonic() - started) * 1000))
 
+    def warm(self) -> None:
+        """Start one idle child now unless one is idle (a job worker at start: work may come at any time)."""
+        with self._lock:
+            if self._idle:
+                return
+        self._park(self._start())
+
     def expect(self, due_in: float) -> None:
         """The next occurrence is due in `due_in` seconds: have an idle child ready for it, started
         PREWARM_LEAD_S before it is due (at once if it is due sooner), unless one will still be idle then."""

@@ -522,65 +522,94 @@ def several_daemons(bench: Bench) -> None:
 # -- 6. queue --------------------------------------------------------------------------------------------
 
 
+QUEUE_SHAPES = {  # name: (schedule, occurrences, jobs each)
+    "one-job occurrences": ("bench-0", 3000, 1),
+    "1,000-job occurrences": ("bench-wide", 3, 1000),
+}
+
+
 def queue(bench: Bench) -> None:
-    runs = 3000 if not bench.quick else 500
+    """No-op runs through the queue, from the moment they are queued to the last completed. MariaDB also
+    counts the workers' round trips per run."""
     for _ in range(bench.repeats):
         for kind in ("sqlite", "mysql") if bench.mariadb else ("sqlite",):
-            for workers in (1, 2, 4):
-                marker = bench.path("queue-marker.txt")
-                marker.touch()
-                env = {
-                    "SCHEDULES_MODULE": "bench.bench_app",
-                    "BENCH_SCHEDULES": "1",
-                    "APP_ENV": "test",
-                    "EXECUTION_MODE": "queue",
-                    "JOB_WORKER_POLL_INTERVAL_MS": "100",
-                    "BENCH_MARKER": str(marker),
-                    "LOG_LEVEL": "WARNING",
-                }
-                url = synced_database(bench, kind, env)
-                processes = [
-                    ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log"))
-                    for _ in range(workers)
-                ]
-                db = Database.from_url(url)
-                while len(db.fetch_all("running_workers", worker_type="job_worker")) < workers:
-                    time.sleep(0.05)
-                app = application(env)
-                schedule = app.schedules["bench-0"]
-                from occurrence import enqueue_occurrence
-
-                base = datetime.now(timezone.utc).replace(microsecond=0)
-                started = time.perf_counter()
-                with db.transaction():
-                    for i in range(runs):
-                        enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", base)
-                while db.fetch_one("queue_depth")["queued"] or db.fetch_all(
-                    "list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1
-                ):
-                    time.sleep(0.01)
-                elapsed = time.perf_counter() - started
-                latency = stream_latency(db, app, schedule, 50) if workers == 1 else None
-                for process in processes:
-                    stop(process)
-                executed = Counter(line.split()[0] for line in marker.read_text().splitlines())
-                label = f"queue, {kind}, {workers} worker{'s' if workers > 1 else ''}"
-                bench.record(
-                    f"{label}: no-op jobs per second",
-                    "jobs/s",
-                    runs / elapsed,
-                    target=">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else "",
-                    better="higher",
-                )
-                bench.record(f"{label}: duplicate executions", "", sum(n - 1 for n in executed.values()), target="0")
-                bench.record(
-                    f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0"
-                )
-                if latency is not None:
-                    bench.record(
-                        f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency
+            for shape, (schedule_id, occurrences, width) in QUEUE_SHAPES.items():
+                for workers in (1, 4) if bench.quick else (1, 2, 4):
+                    queue_run(
+                        bench,
+                        kind,
+                        shape,
+                        schedule_id,
+                        max(1, occurrences // (5 if bench.quick else 1)),
+                        width,
+                        workers,
                     )
-                db.close()
+
+
+def queue_run(
+    bench: Bench, kind: str, shape: str, schedule_id: str, occurrences: int, width: int, workers: int
+) -> None:
+    from occurrence import enqueue_occurrence
+
+    marker = bench.path("queue-marker.txt")
+    marker.touch()
+    env = {
+        "SCHEDULES_MODULE": "bench.bench_app",
+        "BENCH_SCHEDULES": "1",
+        "BENCH_WIDE_JOBS": "1000",
+        "APP_ENV": "test",
+        "EXECUTION_MODE": "queue",
+        "JOB_WORKER_POLL_INTERVAL_MS": "100",
+        "BENCH_MARKER": str(marker),
+        "LOG_LEVEL": "WARNING",
+    }
+    url = synced_database(bench, kind, env)
+    processes = [
+        ours("--worker", env={**env, "DATABASE_URL": url}, log=bench.path("worker.log")) for _ in range(workers)
+    ]
+    db = Database.from_url(url)
+    while len(db.fetch_all("running_workers", worker_type="job_worker")) < workers:
+        time.sleep(0.05)
+    app = application(env)
+    schedule = app.schedules[schedule_id]
+    runs = occurrences * width
+    # Enqueued in one transaction (a burst, as after a deploy or an outage); the clock starts when it
+    # commits, the moment the runs are queued for the workers, and stops when the last one completed.
+    base = datetime.now(timezone.utc).replace(microsecond=0)
+    with db.transaction():
+        for i in range(occurrences):
+            enqueue_occurrence(db, app, schedule, base + timedelta(seconds=i), "MANUAL", base)
+    started = time.perf_counter()
+    questions = server_questions(db)
+    ours_before = db.statements_issued
+    while db.fetch_one("queue_depth")["queued"] or db.fetch_all(
+        "list_runs", status="RUNNING", schedule_id=None, job_name=None, before=None, limit=1
+    ):
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    # Every statement the server answered since, less the benchmark's own polling.
+    worker_statements = server_questions(db) - questions - (db.statements_issued - ours_before)
+
+    latency = stream_latency(db, app, app.schedules["bench-0"], 50) if workers == 1 and width == 1 else None
+    for process in processes:
+        stop(process)
+    executed = Counter(line.split()[0] for line in marker.read_text().splitlines())
+    marker.unlink()
+    label = f"queue, {kind}, {shape}, {workers} worker{'s' if workers > 1 else ''}"
+    target = ">= 2000 (MariaDB, 4 workers)" if workers == 4 and kind == "mysql" else ""
+    bench.record(f"{label}: no-op jobs per second", "jobs/s", runs / elapsed, target=target, better="higher")
+    if kind == "mysql":
+        bench.record(f"{label}: workers' database round trips per run", "", worker_statements / runs)
+    bench.record(f"{label}: duplicate executions", "", sum(n - 1 for n in executed.values()), target="0")
+    bench.record(f"{label}: runs lost", "", runs + (50 if latency is not None else 0) - len(executed), target="0")
+    if latency is not None:
+        bench.record(f"queue, {kind}: enqueue to start, idle worker polling every 100 ms, p50", "ms", latency)
+    db.close()
+
+
+def server_questions(db: Database) -> int:
+    """MariaDB: statements the server has answered so far, from every client (0 on SQLite)."""
+    return int(db.fetch_value("server_questions", "Value")) if db.kind == "mysql" else 0
 
 
 def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
@@ -608,24 +637,40 @@ def stream_latency(db: Database, app: Any, schedule: Any, count: int) -> float:
 
 
 def admin_api(bench: Bench) -> None:
+    """50 clients, each opening a new connection per request (HTTP/1.0, no If-None-Match), as fast as they can.
+
+    The load generator is this process, on the same 2 cores as the server: its CPU per request is
+    recorded beside the server's so that a reader can tell which one was the limit.
+    """
     seconds = bench.seconds(20, 5)
     env = {"SCHEDULES_MODULE": "bench.bench_app", "BENCH_SCHEDULES": "200", "BENCH_CRON": "spread", "APP_ENV": "test"}
     for _ in range(bench.repeats):
-        url = synced_database(bench, "sqlite", env)
-        server, port = start_admin(bench, url, env)
-        try:
-            for path in ("/admin/schedules", "/healthz"):
-                done, errors, latencies = asyncio.run(load(port, path, 50, seconds))
-                label = f"admin API, 50 connections, GET {path}"
-                bench.record(f"{label}: requests per second", "req/s", done / seconds, better="higher")
-                bench.record(f"{label}: latency p50", "ms", percentile(latencies, 50))
-                bench.record(f"{label}: latency p99", "ms", percentile(latencies, 99))
-                bench.record(f"{label}: errors", "", errors, target="0")
-        finally:
-            stop(server)
+        for kind in ("sqlite", "mysql") if bench.mariadb else ("sqlite",):
+            url = synced_database(bench, kind, env)
+            server, port = start_admin(bench, url, env)
+            try:
+                for path in ("/admin/schedules", "/healthz"):
+                    server_before, started = proc_counters(server.pid)["cpu_s"], time.process_time()
+                    done, errors, latencies = asyncio.run(load(port, path, 50, seconds))
+                    load_cpu, server_cpu = time.process_time() - started, proc_counters(server.pid)["cpu_s"]
+                    label = f"admin API, {kind}, 50 clients connecting anew, GET {path}"
+                    listing = path == "/admin/schedules"
+                    bench.record(f"{label}: requests per second", "req/s", done / seconds, better="higher")
+                    bench.record(f"{label}: latency p50", "ms", percentile(latencies, 50))
+                    bench.record(
+                        f"{label}: latency p99", "ms", percentile(latencies, 99), target="<= 150" if listing else ""
+                    )
+                    bench.record(f"{label}: errors", "", errors, target="0")
+                    bench.record(
+                        f"{label}: server CPU per request", "ms", (server_cpu - server_before) / max(done, 1) * 1000
+                    )
+                    bench.record(f"{label}: load generator CPU per request", "ms", load_cpu / max(done, 1) * 1000)
+            finally:
+                stop(server)
 
 
 async def load(port: int, path: str, connections: int, seconds: float) -> tuple[int, int, list[float]]:
+    """`connections` clients in a loop until `seconds` pass; any answer but a 200, or none, is an error."""
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
     errors = 0
@@ -636,11 +681,11 @@ async def load(port: int, path: str, connections: int, seconds: float) -> tuple[
             started = time.perf_counter()
             try:
                 status, _ = await http_get(port, path)
-                if status != 200:
-                    errors += 1
-                else:
-                    latencies.append((time.perf_counter() - started) * 1000)
-            except OSError:
+            except (OSError, ValueError, IndexError):  # refused, reset, or an answer without a status line
+                status = 0
+            if status == 200:
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
                 errors += 1
 
     await asyncio.gather(*(client() for _ in range(connections)))

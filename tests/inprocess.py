@@ -41,6 +41,9 @@ class InProcessPool:
         self.db.execute_many("insert_log", lines)
         return JobResult(status, error, int((time.monotonic() - started) * 1000))
 
+    def warm(self) -> None:
+        pass
+
     def expect(self, due_in: float) -> None:
         pass
 

@@ -8,19 +8,22 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
 
 import jwt
 import pytest
 
+import admin_server
 from admin_server import ROUTES, AdminAPI, Authenticator, bind, make_server
 from db import Database
 from runner import utcnow
 from scheduling import load_app
 from settings import Settings
 from tests.admin_client import ADMIN_TOKEN, JWT_SECRET, AdminServer, admin_jwt
-from tests.conftest import ROOT, operator_sql, wait_for
+from tests.conftest import ROOT, operator_connection, operator_sql, wait_for
+from tests.fault_proxy import FaultProxy
 
 
 @pytest.fixture
@@ -74,6 +77,47 @@ def test_list_is_served_with_an_etag_and_changes_whenever_a_row_changes(admin):
     assert {s["id"]: s["runCount"] for s in changed.body["schedules"]}["feed-refresh"] == 7
     stale = admin.request("GET", "/admin/schedules", headers={"If-None-Match": '"not-it"'})
     assert stale.status == 200 and stale.body == changed.body
+
+
+def test_concurrent_list_requests_share_reads_yet_none_is_answered_from_before_it_was_sent(admin):
+    committed = 0  # the last runCount an operator's transaction has committed
+    stopping = threading.Event()
+
+    def operator() -> None:
+        nonlocal committed
+        conn = operator_connection(admin.db)
+        try:
+            while not stopping.is_set():
+                conn.cursor().execute(f"UPDATE JobSchedule SET runCount = {committed + 1} WHERE id = 'feed-refresh'")
+                committed += 1
+        finally:
+            conn.close()
+
+    stale, answered = [], []
+
+    def reader() -> None:
+        for _ in range(20):
+            floor = committed
+            response = admin.request("GET", "/admin/schedules")
+            seen = {s["id"]: s["runCount"] for s in response.body["schedules"]}["feed-refresh"]
+            answered.append(response.status)
+            if seen < floor:
+                stale.append((floor, seen))
+
+    writer = threading.Thread(target=operator)
+    writer.start()
+    wait_for(lambda: committed > 0, 10, "the operator's first update")
+    reads_before = admin.db.statements_issued
+    readers = [threading.Thread(target=reader) for _ in range(10)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join(timeout=60)
+    reads = admin.db.statements_issued - reads_before
+    stopping.set()
+    writer.join(timeout=10)
+    assert answered == [200] * 200 and stale == []
+    assert reads < 200  # requests in flight together were answered from one read
 
 
 def test_listed_run_times_move_on_once_the_first_of_them_has_passed(database_url):
@@ -216,6 +260,74 @@ def test_workers_show_heartbeat_age_and_flag_stale_ones(admin):
 def test_healthz_needs_no_token(admin):
     response = admin.request("GET", "/healthz", token=None)
     assert (response.status, response.body) == (200, {"status": "ok"})
+
+
+def test_connection_threads_end_once_idle_and_the_server_still_answers(database_url, monkeypatch):
+    monkeypatch.setattr(admin_server, "WORKER_IDLE_S", 0.5)
+    server = AdminServer(database_url)
+    try:
+        clients = [threading.Thread(target=server.request, args=("GET", "/healthz")) for _ in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=30)
+        wait_for(lambda: not server.server.workers, 10, "the idle connection threads to end")
+        assert server.request("GET", "/admin/schedules").status == 200
+    finally:
+        server.close()
+
+
+def test_a_connection_killed_while_its_thread_idles_is_replaced_without_an_error(database_url):
+    if not database_url.startswith("mysql"):
+        pytest.skip("only a database server can end a connection behind the client's back")
+    server = AdminServer(database_url)
+    try:
+        assert server.request("GET", "/admin/schedules").status == 200
+        wait_for(lambda: len(server.server.idle_workers) == 1, 10, "the connection's thread to be idle")
+        conn = operator_connection(server.db)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(
+                "SELECT id FROM information_schema.PROCESSLIST WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+            killed = [row[0] for row in cursor.fetchall()]
+            for connection_id in killed:
+                cursor.execute(f"KILL {connection_id}")
+        finally:
+            conn.close()
+        assert killed  # the idle thread's connection was among them
+        response = server.request("GET", "/admin/schedules")
+        assert response.status == 200 and len(response.body["schedules"]) == 3
+    finally:
+        server.close()
+
+
+def test_list_requests_during_a_database_outage_all_get_503_and_the_list_returns_with_the_database(database_url):
+    if not database_url.startswith("mysql"):
+        pytest.skip("SQLite has no connection to lose")
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = FaultProxy(parts.hostname, parts.port)
+    server = AdminServer(proxy.url(parts.path.strip("/")))
+    try:
+        assert server.request("GET", "/admin/schedules").status == 200  # its thread keeps a connection
+        proxy.down_for = 600
+        proxy.go_down()  # every connection cut, new ones refused, until down_until is cleared below
+        answers = []
+        clients = [
+            threading.Thread(target=lambda: answers.append(server.request("GET", "/admin/schedules")))
+            for _ in range(10)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=60)
+        assert [(a.status, a.body["error"]["code"]) for a in answers] == [(503, "database_unavailable")] * 10
+        proxy.down_until = 0.0
+        response = server.request("GET", "/admin/schedules")
+        assert response.status == 200 and len(response.body["schedules"]) == 3
+    finally:
+        server.close()
+        proxy.close()
 
 
 def test_healthz_is_503_when_the_database_does_not_answer():

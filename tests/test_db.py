@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from db import ColumnLimit, Database, Unit, fit_column, load_migrations, parse_database_url, redact_url
+from db import ColumnLimit, Database, Unit, fit_column, load_migrations, parse_database_url, redact_url, utc_ms
 from errors import ConfigError, Conflict, DatabaseBusy, DatabaseUnavailable, ValueRejected
 from tests.conftest import operator_connection, operator_sql
 
@@ -206,6 +206,48 @@ def test_text_the_program_writes_is_cut_to_its_column_on_both_backends(db):
     [entry] = db.fetch_all("list_audit", before=None, limit=10)
     assert 195 <= len(entry["actor"]) <= 200 and entry["actor"].startswith("x" * 60) and entry["actor"].endswith("-end")
     assert "cut to fit the column" in entry["actor"]
+
+
+def test_a_tuple_parameter_is_a_list_of_values_one_per_run_on_both_backends(db):
+    ids = []
+    for name in ("a", "b", "c"):
+        ids.append(
+            db.insert(
+                "insert_queued_run",
+                job_name=name,
+                trigger="MANUAL",
+                schedule_id=None,
+                scheduled_for=NOW,
+                batch_id="batch",
+                attempt=1,
+                now=NOW,
+                available_at=NOW,
+                blocked_by=0,
+            )
+        )
+    with db.transaction():
+        assert db.fetch_all("next_queued_runs", now=NOW, limit=10)  # claimed, as a worker does
+        assert db.execute("claim_queued_runs", ids=tuple(ids), worker_id="w", now=NOW) == 3
+    later = utc_ms(NOW + timedelta(seconds=5))  # stored to the millisecond
+    changed = db.execute(
+        "finish_queued_runs",
+        ids=(ids[2], ids[0]),  # any order: each value goes with the id in the same position
+        statuses=("FAILED", "COMPLETED"),
+        completed_at=(later, later + timedelta(seconds=1)),
+        duration_ms=(None, 1000),
+        error=("E" * 70_000, None),
+        started_at=(None, later - timedelta(seconds=1)),
+    )
+    assert changed == 2
+    runs = {r["jobName"]: r for r in db.fetch_all("runs_by_id", ids=tuple(ids))}
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert (a["status"], a["durationMs"], a["error"]) == ("COMPLETED", 1000, None)
+    assert (a["completedAt"], a["startedAt"]) == (later + timedelta(seconds=1), later - timedelta(seconds=1))
+    assert (c["status"], c["durationMs"], c["completedAt"], c["startedAt"]) == ("FAILED", None, later, utc_ms(NOW))
+    assert "cut to fit the column" in c["error"] and len(c["error"].encode()) <= 65_535
+    assert (b["status"], b["completedAt"]) == ("RUNNING", None)
+    again = dict(statuses=("COMPLETED",), completed_at=(later,), duration_ms=(1,), error=(None,), started_at=(later,))
+    assert db.execute("finish_queued_runs", ids=(ids[0],), **again) == 0, "a finished run is not finished twice"
 
 
 @pytest.mark.parametrize("unit", list(Unit))

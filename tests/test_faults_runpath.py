@@ -123,12 +123,12 @@ def test_a_queued_finish_whose_commit_answer_is_lost_still_does_what_follows_it(
         # Two cuts in a row: the first finish of an occurrence (fault.work's, which unblocks fault.after) and
         # the next one (usually fault.after's, which completes the batch and must count the occurrence).
         for cuts in (1, 2):
-            proxy.cut_at_commit(b"SET status = 'COMPLETED', completedAt", down_for=0)
+            proxy.cut_at_commit(b"SET status = CASE id", down_for=0)
             wait_for(lambda cuts=cuts: proxy.cuts == cuts, 30, f"the proxy to cut finish number {cuts} at COMMIT")
         wait_for_or_show(
             processes,
             worker,
-            lambda: processes.log_of(worker).count("result COMPLETED landed") >= 2,
+            lambda: processes.log_of(worker).count("landed: completing what follows") >= 2,
             30,
             "the worker to read both finishes back",
         )

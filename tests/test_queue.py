@@ -49,8 +49,14 @@ def runs_of(db):
 
 
 def drain(worker, now):
-    while worker.work_once(now):
-        pass
+    """What the worker's main loop and executor do, in this thread: claim, run, record, until nothing is ready."""
+    while runs := worker.claim(now, 10):
+        worker.record([worker.execute(run) for run in runs])
+
+
+def claim_one(worker, now):
+    runs = worker.claim(now, 1)
+    return runs[0] if runs else None
 
 
 def setup(db, **app_kwargs):
@@ -67,12 +73,12 @@ def setup(db, **app_kwargs):
 def test_enqueued_runs_wait_for_their_dependencies(db):
     app, calls, worker, batch = setup(db)
     assert runs_of(db) == [("extract", 1, "QUEUED"), ("report", 1, "QUEUED"), ("transform", 1, "QUEUED")]
-    first = worker.claim(T0)
-    second = worker.claim(T0)
-    assert {first["jobName"], second["jobName"]} == {"extract", "report"}
-    assert worker.claim(T0) is None, "transform is blocked until extract completed"
-    worker.execute(first if first["jobName"] == "extract" else second)
-    assert worker.claim(T0)["jobName"] == "transform"
+    first = claim_one(worker, T0)
+    second = claim_one(worker, T0)
+    assert {first.job_name, second.job_name} == {"extract", "report"}
+    assert claim_one(worker, T0) is None, "transform is blocked until extract completed"
+    worker.record([worker.execute(first if first.job_name == "extract" else second)])
+    assert claim_one(worker, T0).job_name == "transform"
 
 
 def test_an_occurrence_counts_once_when_its_last_run_finishes(db):
@@ -117,17 +123,16 @@ def test_a_final_failure_skips_the_dependents_and_fails_the_occurrence(db):
 
 def test_runs_of_a_dead_worker_are_retried_or_failed(db):
     app, calls, worker, batch = setup(db, retries=1)
-    extract = worker.claim(T0)
-    report = worker.claim(T0)
+    extract, report = sorted(worker.claim(T0, 2), key=lambda run: run.job_name)
     db.execute("mark_dead_workers", dead_before=T0 + timedelta(seconds=1))  # the worker stopped heartbeating
     assert recover_queued_runs(db, app, T0 + timedelta(seconds=6)) == 2
     statuses = runs_of(db)
     assert ("extract", 1, "FAILED") in statuses and ("extract", 2, "QUEUED") in statuses  # retries=1
     assert ("report", 1, "FAILED") in statuses and ("report", 2, "QUEUED") not in statuses  # no retries
-    died = db.fetch_one("get_run", id=report["id"])
+    died = db.fetch_one("get_run", id=report.id)
     assert "died" in died["error"]
     assert recover_queued_runs(db, app, T0 + timedelta(seconds=7)) == 0, "recovered once only"
-    assert extract["id"] != report["id"]
+    assert extract.id != report.id
 
 
 def test_run_now_in_queue_mode_answers_202_with_the_queued_run_ids(database_url):

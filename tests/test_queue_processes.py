@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduling import App
 from tests.conftest import ROOT, operator_sql, wait_for
 
 ENV = {
@@ -33,7 +34,7 @@ def processes(database_url, tmp_path):
     marker = tmp_path / "marker.txt"
     marker.touch()
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str, **env: str) -> subprocess.Popen:
         log = open(tmp_path / f"process-{len(started)}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "schedule_daemon.py"), *args],
@@ -46,6 +47,7 @@ def processes(database_url, tmp_path):
                 "DATABASE_URL": database_url,
                 "TEST_MARKER_FILE": str(marker),
                 **ENV,
+                **env,
             },
         )
         started.append(process)
@@ -137,8 +139,11 @@ def test_three_daemons_and_four_workers_run_every_queued_run_once_and_lose_nothi
     assert duplicates == {}
     completed = {r["id"] for r in runs if r["status"] == "COMPLETED"}
     assert completed <= {int(line[0]) for line in lines if line[1] == "done"}
+    # The killed worker's runs failed as "died" (and were retried): the one it was running, and any it had
+    # claimed to start next.
     died = [r for r in runs if r["status"] == "FAILED"]
-    assert [r["id"] for r in died] == [victim_run["id"]] and "died" in died[0]["error"]
+    assert victim_run["id"] in [r["id"] for r in died]
+    assert all(r["workerId"] == victim_run["workerId"] and "died" in r["error"] for r in died), died
     assert all(r["status"] in ("COMPLETED", "FAILED") for r in runs)
     row = db.fetch_one("get_schedule", id="stream")
     assert row["runCount"] == len(occurrences) and row["failureCount"] == 0
@@ -146,3 +151,46 @@ def test_three_daemons_and_four_workers_run_every_queued_run_once_and_lose_nothi
         f"\n[{db.kind}] {len(runs)} runs in {len(occurrences)} occurrences over {elapsed:.1f}s, "
         f"{len(duplicates)} duplicates, 1 worker killed, {len(died)} run failed and retried"
     )
+
+
+def test_a_worker_busy_with_a_slow_job_gives_back_the_runs_it_claimed_and_another_runs_them(db, processes, tmp_path):
+    """A worker claims as many runs as it can start soon at the pace runs have been going (here: quick, so
+    many); a slow job among them must not hold the rest: it gives back what it has not started."""
+    from occurrence import enqueue_occurrence
+    from runner import sync_definitions
+    from tests.fair_app import registry, schedules
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    fair = {"SCHEDULES_MODULE": "tests.fair_app", "TEST_HOLD_FILE": str(hold), "LOCK_TIMEOUT_MS": "15000"}
+    workers = [processes("--worker", **fair) for _ in range(2)]
+    wait_for(lambda: ghost_counts(db).get("job_worker") == 2, 30, "2 workers")
+    app = App({s.id: s for s in schedules}, registry, "test")
+    sync_definitions(db, app, datetime.now(timezone.utc))
+    with db.transaction():
+        batch = enqueue_occurrence(
+            db, app, schedules[0], datetime.now(timezone.utc), "MANUAL", datetime.now(timezone.utc)
+        )
+
+    def quick_runs():
+        return [r for r in db.fetch_all("batch_runs", batch_id=batch) if r["jobName"] != "fair.slow"]
+
+    # The slow job runs until we let it end: every quick run must complete meanwhile, the ones claimed by
+    # the worker that is running the slow job too.
+    wait_for(
+        lambda: all(r["status"] == "COMPLETED" for r in quick_runs()),
+        30,
+        "every quick run to complete while the slow one runs",
+    )
+    [slow] = [r for r in db.fetch_all("batch_runs", batch_id=batch) if r["jobName"] == "fair.slow"]
+    assert slow["status"] == "RUNNING"
+    logs = "".join(Path(processes.marker).parent.joinpath(f"process-{n}.log").read_text() for n in range(2))
+    assert "gave back" in logs, "the worker running the slow job held no quick run: the test showed nothing"
+    hold.unlink()
+    done = wait_for(
+        lambda: (b := db.fetch_one("get_batch", id=batch))["completedAt"] and b, 60, "the occurrence to complete"
+    )
+    assert done["failed"] == 0
+    lines = [line.split() for line in Path(processes.marker).read_text().splitlines()]
+    assert sorted(collections.Counter(line[0] for line in lines).values()) == [1] * 91, "each run once"
+    assert all(w.poll() is None for w in workers)

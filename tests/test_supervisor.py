@@ -226,7 +226,8 @@ def test_queue_mode_retries_a_timed_out_run_like_any_failure(db, database_url):
     worker = JobWorker(db, APP, settings)
     worker.start()
     try:
-        assert worker.work_once(datetime.now(timezone.utc))
+        [run] = worker.claim(datetime.now(timezone.utc), 10)
+        worker.record([worker.execute(run)])
         first, second = db.fetch_all("batch_runs", batch_id=batch_id)
         assert (first["attempt"], first["status"]) == (1, "FAILED") and "timed out after 1 s" in first["error"]
         assert (second["attempt"], second["status"]) == (2, "QUEUED")
