@@ -29,9 +29,7 @@ import json
 import logging
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -423,6 +421,11 @@ def busy_retried(decide: Callable[[], bool]) -> bool:
 
 def post(url: str, body: bytes) -> str | None:
     """POST JSON; None when the webhook answered 2xx, else why not (without the URL)."""
+    # Imported here: urllib.request brings http.client, email and ssl (6 MiB), which a daemon without
+    # webhooks would hold all its life for nothing.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(
         url,
         data=body,

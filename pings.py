@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 log = logging.getLogger("pings")
 
@@ -45,6 +44,8 @@ class Pinger:
             log.error("[pings] %d pings waiting: dropped one to %s", MAX_WAITING, origin(url))
 
     def _drain(self) -> None:
+        import urllib.request  # on the first ping, not at start: a daemon without ping URLs never needs its 6 MiB
+
         while True:
             url = self._queue.get()
             try:

@@ -96,7 +96,6 @@ class ScheduleDaemon:
             self.heartbeat_interval.total_seconds(),
             self.lock_timeout.total_seconds(),
         )
-        self.executor.warm()
 
     def _start_once(self) -> None:
         self.db.migrate()
@@ -350,6 +349,7 @@ class ScheduleDaemon:
         row = self.db.fetch_one("next_wakeup")
         if row is not None:
             wake = min(wake, row["nextRunAt"])
+            self.executor.expect((row["nextRunAt"] - now).total_seconds())  # a child ready by then
         # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
         # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
         held = self.db.fetch_one("next_due_while_locked")
