@@ -412,14 +412,16 @@ class Database:
 
     def _apply_migrations(self, migrations: dict[int, list[str]]) -> int:
         self.execute("create_schema_version_table")
-        current = (self.fetch_one("get_schema_version") or {}).get("version") or 0
-        for version in sorted(v for v in migrations if v > current):
+        applied = {row["version"] for row in self.fetch_all("applied_schema_versions")}
+        # Every block not applied yet, not only those above the newest: branches land their numbered
+        # blocks out of order (the previous release recorded 6 without 5), and each block stands alone.
+        for version in sorted(set(migrations) - applied):
             for statement in migrations[version]:
                 ddl = sqlite_ddl(statement) if self.kind == "sqlite" else statement
                 self._run_sql(ddl, {}, lambda cur: None)
             self.execute("record_schema_version", version=version, applied_at=datetime.now(timezone.utc))
-            current = version
-        return current
+            applied.add(version)
+        return max(applied, default=0)
 
     def _render(self, sql: str) -> str:
         """A statement of queries.sql in this backend's words and parameter style."""

@@ -67,9 +67,10 @@ class InlineExecutor:
     def prepare(self) -> None:
         pass
 
-    def warm(self) -> None:
-        """Once started: warm the child pool in the background, so the first occurrence pays no cold start."""
-        threading.Thread(target=self.pool.warm, name="warm-job-children", daemon=True).start()
+    def expect(self, due_in: float) -> None:
+        """The next occurrence is due in `due_in` seconds: a child is started shortly before, so it pays no
+        cold start, while the daemon holds no child in between (supervisor.PREWARM_LEAD_S)."""
+        self.pool.expect(due_in)
 
     def reserve(self) -> bool:
         """Wait for one of SCHEDULE_CONCURRENCY slots before claiming; False at shutdown."""
@@ -154,7 +155,7 @@ class QueueExecutor:
     def prepare(self) -> None:
         require_skip_locked(self.db)
 
-    def warm(self) -> None:
+    def expect(self, due_in: float) -> None:
         pass
 
     def reserve(self) -> bool:

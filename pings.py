@@ -44,7 +44,7 @@ class Pinger:
             log.error("[pings] %d pings waiting: dropped one to %s", MAX_WAITING, origin(url))
 
     def _drain(self) -> None:
-        import urllib.request  # here: its HTTP and TLS modules cost every start-up, and most schedules never ping
+        import urllib.request  # on the first ping, not at start: a daemon without ping URLs never needs its 6 MiB
 
         while True:
             url = self._queue.get()

@@ -10,6 +10,10 @@ CREATE TABLE IF NOT EXISTS SchemaVersion (version INT NOT NULL PRIMARY KEY, appl
 -- The newest migration applied.
 SELECT MAX(version) AS version FROM SchemaVersion;
 
+-- name: applied_schema_versions
+-- Every migration applied (a release may add a block numbered below the newest).
+SELECT version FROM SchemaVersion;
+
 -- name: record_schema_version
 -- Remember that a migration was applied.
 INSERT INTO SchemaVersion (version, appliedAt) VALUES (:version, :applied_at);

@@ -90,7 +90,6 @@ class ScheduleDaemon:
     def start(self) -> None:
         """Migrate the schema, register, sync definitions: retried until the database answers."""
         log.info("[daemon] Starting schedule daemon (%s mode) on %s", self.app.environment, self.db.url)
-        self.executor.warm()  # first: the fork server boots (~0.15 s) while this process syncs and catches up
         until_database_answers("start-up", self._start_once, self.stopping, "daemon")
         alerts.start(self.db, self.settings, "daemon")
         policies = {s.missed_run_policy for s in self.app.schedules.values()} or {"SKIP"}
@@ -375,6 +374,7 @@ class ScheduleDaemon:
         row = self.db.fetch_one("next_wakeup")
         if row is not None:
             wake = min(wake, row["nextRunAt"])
+            self.executor.expect((row["nextRunAt"] - now).total_seconds())  # a child ready by then
         # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
         # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
         held = self.db.fetch_one("next_due_while_locked")

@@ -8,7 +8,9 @@ The claiming process stays the supervisor: it holds the claim and the lease and 
 while the job runs in a child. A hung job is killed at its timeout (SIGTERM, then SIGKILL after
 JOB_KILL_GRACE_S); a child that exits, dies of a signal or breaks its pipe fails only its run; memory
 a job allocates is the child's. Children are reused (one run at a time each), recycled after
-JOB_MAX_RUNS_PER_CHILD runs, and end by themselves after JOB_CHILD_IDLE_S without work.
+JOB_MAX_RUNS_PER_CHILD runs, and end by themselves after JOB_CHILD_IDLE_S without work. A daemon
+calls expect() with the time to its next due occurrence: one child is started PREWARM_LEAD_S before
+it, so an hourly job pays no cold start while the daemon holds no child in between.
 
 Children come from a `forkserver`: a clean single-threaded process, started on first use, that has
 imported this module, the application and the main script once, and forks each child from there.
@@ -30,6 +32,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -55,7 +58,18 @@ START_METHOD: Final = "forkserver"
 FLUSH_EVERY_S = 1.0  # stored log lines lag their job by at most this much
 FLUSH_LINES = 500  # ... or by this many lines
 IDLE_MARGIN_S = 5.0  # a child outlives its idle time by this much, so the pool ends it first (no race)
+# A cold start (fork server, then a child) measured 0.1-0.5 s on a busy 2-core machine: 2 s covers it
+# several times over, and costs only 2 s of a child's life per occurrence. Never more than half of
+# JOB_CHILD_IDLE_S, or the pre-warmed child would count as stale by the time its occurrence is due.
+PREWARM_LEAD_S = 2.0
 LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+# The fork server and the resource tracker are one per process, shared by every pool in it (the admin
+# server has one for "Run now" and its embedded worker another): they stop only when no pool has a
+# child, and never while one of them is starting a child through them.
+_POOLS: weakref.WeakSet[ChildPool] = weakref.WeakSet()
+_STARTING = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -98,7 +112,11 @@ class ChildPool:
         self._idle: list[Child] = []
         self._all: set[Child] = set()
         self._trim_timer: threading.Timer | None = None
-        self._starting = threading.Lock()  # held while a child is forked, so trim() cannot stop the fork server then
+        self._prewarm_timer: threading.Timer | None = None
+        self._prewarm_at = 0.0  # time.monotonic() at which the armed pre-warm fires
+        self._prewarm_due = 0.0  # ... and at which its occurrence is due
+        self._closed = False
+        _POOLS.add(self)
         # Children watch this pipe's read end: when the supervisor dies, it hits EOF and they exit.
         self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
         # Idle children end when the supervisor exits, even without close(), so exit never waits on them.
@@ -147,11 +165,50 @@ class ChildPool:
         return JobResult(status, error or None, int((time.monotonic() - started) * 1000))
 
     def warm(self) -> None:
-        """Start the fork server and one idle child now (at start-up), so the first job pays no cold start."""
+        """Start one idle child now unless one is idle (a job worker at start: work may come at any time)."""
         with self._lock:
             if self._idle:
                 return
         self._park(self._start())
+
+    def expect(self, due_in: float) -> None:
+        """The next occurrence is due in `due_in` seconds: have an idle child ready for it, started
+        PREWARM_LEAD_S before it is due (at once if it is due sooner), unless one will still be idle then."""
+        lead = min(PREWARM_LEAD_S, self.settings.job_child_idle_s / 2)
+        if lead <= 0:  # JOB_CHILD_IDLE_S=0: no child is ever reused, so none is started ahead
+            return
+        now = time.monotonic()
+        at = now + max(0.0, due_in - lead)
+        with self._lock:
+            if self._closed or self._ready_at(now + due_in):
+                return
+            if self._prewarm_timer is not None:
+                if abs(self._prewarm_at - at) < 0.5:  # armed for this occurrence on an earlier pass
+                    return
+                self._prewarm_timer.cancel()
+            self._prewarm_at, self._prewarm_due = at, now + due_in
+            self._prewarm_timer = threading.Timer(at - now, self._prewarm)
+            self._prewarm_timer.daemon = True
+            self._prewarm_timer.start()
+
+    def _prewarm(self) -> None:
+        with self._lock:
+            needed = not self._closed and not self._ready_at(self._prewarm_due)
+        try:
+            if needed:
+                child = self._start()
+                log.debug("[%s] job child %s pre-warmed for the next occurrence", self.label, child.process.pid)
+                self._park(child)
+        except Exception:  # the job's own start will try again, and report what fails
+            log.exception("[%s] could not pre-warm a job child", self.label)
+        finally:
+            with self._lock:  # only now: a pass meanwhile must not start a second child for the same occurrence
+                if self._prewarm_timer is threading.current_thread():
+                    self._prewarm_timer = None
+
+    def _ready_at(self, at: float) -> bool:
+        """Is some idle child alive that will still be idle (not ended) at monotonic time `at`? (lock held)"""
+        return any(c.process.is_alive() and at - c.idle_since < self.settings.job_child_idle_s for c in self._idle)
 
     def end_runs_after_grace(self) -> None:
         """At shutdown (the caller stops claiming): runs still going after SHUTDOWN_GRACE_S are killed."""
@@ -161,6 +218,10 @@ class ChildPool:
 
     def close(self) -> None:
         """End every child (idle ones at once; a busy one when its run ends, or now if this process exits)."""
+        with self._lock:
+            self._closed = True
+            if self._prewarm_timer is not None:
+                self._prewarm_timer.cancel()
         self._finalizer()
 
     def pids(self) -> list[int]:
@@ -206,12 +267,12 @@ class ChildPool:
                 dict(os.environ),
             ),
         )
-        with self._starting:
+        with _STARTING:  # counted among the children before the fork server may be stopped again
             process.start()
+            child = Child(process, parent_conn)
+            with self._lock:
+                self._all.add(child)
         child_conn.close()  # only the child's copy stays open, so its death reads as EOF here
-        child = Child(process, parent_conn)
-        with self._lock:
-            self._all.add(child)
         log.debug("[%s] started job child %s", self.label, process.pid)
         return child
 
@@ -245,8 +306,8 @@ class ChildPool:
         self._trim_timer.start()
 
     def trim(self) -> None:
-        """End children idle for JOB_CHILD_IDLE_S; with none left, stop the fork server too (an idle
-        daemon then holds no process it does not need; the next job starts it again)."""
+        """End children idle for JOB_CHILD_IDLE_S; with none left in any pool, stop the fork server and the
+        resource tracker too (an idle daemon then holds no process it does not need; the next job starts them again)."""
         with self._lock:
             now = time.monotonic()
             for child in [c for c in self._idle if now - c.idle_since >= self.settings.job_child_idle_s]:
@@ -258,15 +319,14 @@ class ChildPool:
                 self._all
             ):  # parked since the timer was armed: not idle long enough yet
                 self._arm_trim(min(c.idle_since for c in self._idle) + self.settings.job_child_idle_s + 1 - now)
-            if empty:
-                with self._starting:  # not while a child is being started through it
-                    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # no public API; CPython's own tests use this
-        if empty:
+        if empty and _stop_fork_server():
             log.debug("[%s] no job children left: fork server stopped", self.label)
 
     def _discard(self, child: Child) -> None:
         with self._lock:
             self._forget(child)
+            if not self._all and self._trim_timer is None:  # the last child died or timed out: trim the rest later
+                self._arm_trim(self.settings.job_child_idle_s + 1)
 
     def _forget(self, child: Child) -> None:
         """End a child that will not be used again (caller holds the lock): closing its pipe makes it exit."""
@@ -295,6 +355,18 @@ class ChildPool:
             self._kill(child)
             return "the job's process broke its pipe to the supervisor (it was killed)"
         return describe_exit(child.process.exitcode)
+
+
+def _stop_fork_server() -> bool:
+    """Stop the fork server and the resource tracker (the fork server starts it: a third interpreter,
+    7 MiB) if no pool of this process has a child; True if stopped. No public API: CPython's own tests
+    stop both this way."""
+    with _STARTING:  # not while a child is being started through them
+        if any(pool._all for pool in list(_POOLS)):
+            return False
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        multiprocessing.resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+    return True
 
 
 def describe_exit(code: int | None) -> str:

@@ -44,6 +44,9 @@ class InProcessPool:
     def warm(self) -> None:
         pass
 
+    def expect(self, due_in: float) -> None:
+        pass
+
     def end_runs_after_grace(self) -> None:
         pass
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import threading
 import time
@@ -234,3 +235,34 @@ def test_queue_mode_retries_a_timed_out_run_like_any_failure(db, database_url):
         worker.stopping.set()
         worker.pool.close()
         worker.presence.stop(datetime.now(timezone.utc))
+
+
+def fork_server_running() -> bool:
+    return multiprocessing.forkserver._forkserver._forkserver_pid is not None
+
+
+def test_the_fork_server_stops_only_when_no_pool_of_the_process_has_a_child(make_pool, db):
+    quick, busy = make_pool(JOB_CHILD_IDLE_S="1"), make_pool()  # the admin server has two pools, too
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(run(busy, db, "sv.sleep_long")[0]))
+    thread.start()
+    wait_for(lambda: busy.pids(), 10, "the busy pool's child")
+    child_pid(quick, db)
+    wait_for(lambda: not quick.pids(), 10, "the quick pool's idle child to be trimmed")
+    quick.trim()  # at once, so the check below does not race the timer's own trim
+    assert fork_server_running(), "the fork server stopped under another pool's running child"
+    busy.hard_stop.set()
+    thread.join(30)
+    assert outcome[0].error.startswith("interrupted: shutting down")
+
+
+def test_after_the_last_child_dies_the_fork_server_and_resource_tracker_stop(make_pool, db):
+    pool = make_pool(JOB_CHILD_IDLE_S="1")
+    result, _ = run(pool, db, "sv.os_exit")
+    assert result.status is RunStatus.FAILED and pool.pids() == []
+    wait_for(
+        lambda: not fork_server_running() and multiprocessing.resource_tracker._resource_tracker._pid is None,
+        10,
+        "the fork server and the resource tracker to stop",
+    )
+    assert child_pid(pool, db) != os.getpid()  # and the next job starts them again
