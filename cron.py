@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -101,6 +102,9 @@ def _days_either(fields: list[str]) -> bool:
     return not fields[2].startswith(("*", "?")) and not fields[4].startswith(("*", "?"))
 
 
+_WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin server calls in from many threads
+
+
 @lru_cache(maxsize=4096)
 def _parse(expression: str) -> croniter:
     """A parsed expression, days combined the Vixie way. Parsing is half of croniter's cost, so once each."""
@@ -158,8 +162,13 @@ def cron_problem(expression: str) -> str | None:
         problem = _field_problem(name, text, position, len(fields))
         if problem is not None:
             return problem
+    if _fires_every_year(fields) and isinstance(_walls(expression), _PlainWalls):
+        return None  # croniter read every field on its own; the days meet; next_after() needs no croniter
     try:
-        croniter(" ".join(fields), _NEVER_FIRES_FROM, day_or=_days_either(fields)).get_next(datetime)
+        walls = _parse(expression)
+        with _WALKER_LOCK:
+            walls.set_current(_NEVER_FIRES_FROM, force=True)
+            walls.get_next(datetime)
     except CroniterBadDateError:
         return f"{quoted(expression)} can never fire: {_never_fires_reason(fields)}"
     except (CroniterError, ValueError, KeyError, IndexError) as exc:  # a combination no single field shows
@@ -167,6 +176,17 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
+def _fires_every_year(fields: list[str]) -> bool:
+    """True when the day fields (valid on their own) surely meet: day of month or month is `*`, no L, W or #.
+
+    Every month has days 1-28 and every weekday, and January has days 1-31; only a restricted day of
+    month in restricted months can miss (30 February). The probe that finds those costs a cron walk.
+    """
+    plain = not any(mark in field.upper() for field in fields[2:5] for mark in "LW#?")
+    return plain and "*" in (fields[2], fields[3])
+
+
+@lru_cache(maxsize=4096)  # asked for every schedule at start-up; thousands share a few expressions
 def seconds_last_warning(expression: str) -> str | None:
     """Words for a 6-field expression that fires every second of restricted minutes, which is rarely meant.
 
@@ -269,16 +289,127 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def _first_after(walls: croniter, wall: datetime) -> datetime:
+def _first_after(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
+    """The first wall time of the expression after the naive `wall`."""
+    if isinstance(walls, _PlainWalls):
+        direct = walls.first_after(wall)
+        if direct is not None:
+            return direct
+        walls = _parse(walls.expression)  # a rare day (29 February on a Monday) years away: croniter looks on
     walls.set_current(wall, force=True)
     found: datetime = walls.get_next(datetime)
     return found
 
 
-def _last_at_or_before(walls: croniter, wall: datetime) -> datetime:
+def _last_at_or_before(walls: croniter | _PlainWalls, wall: datetime) -> datetime:
+    """The last wall time of the expression at or before the naive `wall`."""
+    if isinstance(walls, _PlainWalls):
+        direct = walls.last_at_or_before(wall)
+        if direct is not None:
+            return direct
+        walls = _parse(walls.expression)
     walls.set_current(wall + _TINY, force=True)
     found: datetime = walls.get_prev(datetime)
     return found
+
+
+_SEARCH_DAYS = 4 * 366  # days walked directly; an expression whose days are rarer is left to croniter
+
+
+_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59))  # each field's numbers, in FIELDS' order
+
+
+def _plain_values(field: str, low: int, high: int) -> frozenset[int] | None:
+    """The numbers a field of numbers, names, `*`, ranges, steps and lists names; None for L, W, # and `?`."""
+    values: set[int] = set()
+    for item in field.lower().split(","):
+        span, slash, step = item.partition("/")
+        first: int | None = low
+        last: int | None = high
+        if span != "*":
+            start, dash, end = span.partition("-")
+            first = _number(start)
+            last = _number(end) if dash else high if slash else first  # `5/15`: 5, 20, 35, 50
+        if first is None or last is None or (slash and not step.isdigit()):
+            return None
+        values.update(range(first, last + 1, int(step) if slash else 1))
+    return frozenset(values)
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() else _NAMES.get(text)
+
+
+@dataclass(frozen=True)
+class _PlainWalls:
+    """Wall times of an expression of plain fields (numbers, names, `*`, ranges, steps, lists), walked
+    directly: a tenth of croniter's cost, and no croniter to build, which after a restart is most of the
+    cost of catching up thousands of schedules. croniter walks the others (L, W, #) and very rare days."""
+
+    expression: str
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: frozenset[int] | None  # None: any
+    months: frozenset[int] | None
+    weekdays: frozenset[int] | None  # 0 is Sunday
+    either: bool  # Vixie: both day fields restricted, a day matching either fires
+
+    @staticmethod
+    def of(expression: str) -> _PlainWalls | None:
+        fields = fields_of(expression)
+        values = [_plain_values(f, low, high) for f, (low, high) in zip(fields + ["0"], _RANGES)]
+        if len(fields) not in (5, 6) or any(v is None for v in values):
+            return None
+        second, minute, hour, day, month, weekday = (values[i] or frozenset() for i in (5, 0, 1, 2, 3, 4))
+        return _PlainWalls(
+            expression,
+            tuple(sorted(second)),
+            tuple(sorted(minute)),
+            tuple(sorted(hour)),
+            None if fields[2] == "*" else day,
+            None if fields[3] == "*" else month,
+            None if fields[4] == "*" else frozenset(d % 7 for d in weekday),
+            _days_either(fields),
+        )
+
+    def on(self, day: date) -> bool:
+        if self.months is not None and day.month not in self.months:
+            return False
+        by_date = self.days is None or day.day in self.days
+        by_weekday = self.weekdays is None or day.isoweekday() % 7 in self.weekdays
+        return (by_date or by_weekday) if self.either else (by_date and by_weekday)
+
+    def first_after(self, wall: datetime) -> datetime | None:
+        start = wall.replace(microsecond=0) + timedelta(seconds=1)
+        day, hour, minute, second = start.date(), start.hour, start.minute, start.second
+        for _ in range(_SEARCH_DAYS):
+            if self.on(day):
+                for h in self.hours[bisect_left(self.hours, hour) :]:
+                    for m in self.minutes[bisect_left(self.minutes, minute if h == hour else 0) :]:
+                        found = bisect_left(self.seconds, second if (h, m) == (hour, minute) else 0)
+                        if found < len(self.seconds):
+                            return datetime.combine(day, time(h, m, self.seconds[found]))
+            day, hour, minute, second = day + timedelta(days=1), 0, 0, 0
+        return None
+
+    def last_at_or_before(self, wall: datetime) -> datetime | None:
+        day, hour, minute, second = wall.date(), wall.hour, wall.minute, wall.second
+        for _ in range(_SEARCH_DAYS):
+            if self.on(day):
+                for h in reversed(self.hours[: bisect_right(self.hours, hour)]):
+                    for m in reversed(self.minutes[: bisect_right(self.minutes, minute if h == hour else 59)]):
+                        found = bisect_right(self.seconds, second if (h, m) == (hour, minute) else 59)
+                        if found:
+                            return datetime.combine(day, time(h, m, self.seconds[found - 1]))
+            day, hour, minute, second = day - timedelta(days=1), 23, 59, 59
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _walls(expression: str) -> croniter | _PlainWalls:
+    """The walker of a valid expression: the direct one where it can, else croniter's."""
+    return _PlainWalls.of(expression) or _parse(expression)
 
 
 def _aware_utc(instant: datetime) -> datetime:
@@ -288,26 +419,44 @@ def _aware_utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC)
 
 
-_WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin server calls in from many threads
+_BRACKETS: dict[tuple[str, str], tuple[datetime, datetime]] = {}  # (expression, zone) -> _bracket()
+_BRACKETS_MAX = 16384
 
 
 def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     """The first occurrence strictly after the instant `after`, in UTC."""
-    return _next_after(expression, zone_name, _aware_utc(after))
+    return _bracket(expression, zone_name, _aware_utc(after))[1]
 
 
 def latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datetime:
     """The last occurrence at or before the instant `at`, in UTC."""
-    return _latest_at_or_before(expression, zone_name, _aware_utc(at))
+    return _bracket(expression, zone_name, _aware_utc(at))[0]
 
 
-@lru_cache(maxsize=16384)  # thousands of schedules share a few expressions and the same `now`
+def _bracket(expression: str, zone_name: str, at: datetime) -> tuple[datetime, datetime]:
+    """The occurrences either side of `at`: the last one at or before it, the first one after it.
+
+    No occurrence lies between the two, so every instant from the first up to the second has the same
+    answers: one bracket per expression serves the thousands of schedules that share it (after a
+    restart, 10,000 daily schedules have 1,440 crons), from every `now` until its next occurrence.
+    """
+    key = (expression, zone_name)
+    known = _BRACKETS.get(key)
+    if known is None or not known[0] <= at < known[1]:
+        known = (_latest_at_or_before(expression, zone_name, at), _next_after(expression, zone_name, at))
+        if len(_BRACKETS) >= _BRACKETS_MAX:  # a bound, for a process fed ever new expressions
+            _BRACKETS.clear()
+        _BRACKETS[key] = known
+    return known
+
+
+@lru_cache(maxsize=16384)  # by instant: upcoming() asks the same later occurrences on every request
 def _next_after(expression: str, zone_name: str, after: datetime) -> datetime:
     zone = ZoneInfo(zone_name)
     local = after.astimezone(zone)
     start = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _parse(expression)
+        walls = _walls(expression)
         if local.fold:  # the second pass of a repeated span: its wall times all fired in the first pass
             change = _change_at(after, zone_name)
             assert change is not None
@@ -331,7 +480,7 @@ def _latest_at_or_before(expression: str, zone_name: str, at: datetime) -> datet
     local = at.astimezone(zone)
     end = local.replace(tzinfo=None)
     with _WALKER_LOCK:
-        walls = _parse(expression)
+        walls = _walls(expression)
         if local.fold:  # the second pass of a repeated span: the latest is its first pass, not after it
             change = _change_at(at, zone_name)
             assert change is not None

@@ -117,10 +117,12 @@ class SQLiteDialect:
     for_update: str = ""  # likewise: the transaction already holds the only write lock
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     stores_times_as_text: bool = True  # an operator's UPDATE may store any ISO form; see normalise_typed_times
+    converts_values: bool = False  # the DATETIME converter registered below already gives aware datetimes
+    clock_is_ours: bool = True  # the library in this process reads this host's clock: measuring it tells nothing
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):  # isoformat cuts to the millisecond, as utc_ms() does, and is C
-            return utc_ms(value).isoformat(" ", "milliseconds")[:23]
+            return (value if value.tzinfo is timezone.utc else utc_ms(value)).isoformat(" ", "milliseconds")[:23]
         return value
 
     def from_db(self, value: Any) -> Any:
@@ -138,6 +140,8 @@ class MySQLDialect:
     for_update: str = "FOR UPDATE"
     db_now: str = "UTC_TIMESTAMP(3)"
     stores_times_as_text: bool = False  # DATETIME(3) normalises whatever is written
+    converts_values: bool = True  # PyMySQL's datetimes are naive: from_db marks them UTC
+    clock_is_ours: bool = False  # the server's host may keep another time: measured every heartbeat
 
     def to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
@@ -313,10 +317,14 @@ class Database:
         row_id: int = self._run(query, params, lambda cur: cur.lastrowid)
         return row_id
 
-    def execute_many(self, query: str, rows: list[dict[str, Any]]) -> None:
-        """Run a named statement once per parameter dict, in one round trip where the driver can."""
-        if rows:
-            self._run(query, rows, lambda cur: None, many=True)
+    def execute_many(self, query: str, rows: list[dict[str, Any]]) -> int:
+        """Run a named statement once per parameter dict, in one round trip where the driver can.
+
+        Returns the rows changed, summed over them all (both drivers sum executemany's row counts)."""
+        if not rows:
+            return 0
+        rowcount: int = self._run(query, rows, lambda cur: cur.rowcount, many=True)
+        return rowcount
 
     def fetch_one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
         rows = self._run(query, params, self._rows)
@@ -351,6 +359,9 @@ class Database:
 
     def measure_clock(self) -> timedelta:
         """Read the database server's clock and remember its offset from ours (the round trip halved)."""
+        if self.dialect.clock_is_ours:
+            self.clock_offset = timedelta(0)
+            return self.clock_offset
         before = datetime.now(timezone.utc)
         raw = self._run("server_now", {}, self._rows)[0]["now"]
         after = datetime.now(timezone.utc)
@@ -424,6 +435,8 @@ class Database:
         if cur.description is None:
             return []
         names = [d[0] for d in cur.description]
+        if not self.dialect.converts_values:
+            return [dict(zip(names, row)) for row in cur.fetchall()]
         from_db = self.dialect.from_db
         return [{n: from_db(v) for n, v in zip(names, row)} for row in cur.fetchall()]
 
@@ -438,11 +451,19 @@ class Database:
         return self._run_sql(sql, params, result, many)
 
     def _run_sql(self, sql: str, params: Any, result: Any, many: bool = False) -> Any:
-        def to_db(name: str, value: Any) -> Any:
-            column = name.partition("__")[0]  # error__3: the fourth value of a tuple parameter (expand_tuples)
-            if isinstance(value, str) and column in COLUMN_LIMITS:
-                return fit_column(value, COLUMN_LIMITS[column])
-            return self.dialect.to_db(value)
+        dialect_to_db = self.dialect.to_db
+        times: dict[int, Any] = {}  # by identity (the params hold them): a batch repeats one `now` in every row
+
+        def to_db(name: str, value: Any) -> Any:  # per parameter of every row: a restart writes 20,000 rows
+            if isinstance(value, datetime):
+                if id(value) not in times:
+                    times[id(value)] = dialect_to_db(value)
+                return times[id(value)]
+            if isinstance(value, str):
+                column = name.partition("__")[0]  # error__3: the fourth value of a tuple parameter (expand_tuples)
+                if column in COLUMN_LIMITS:
+                    return fit_column(value, COLUMN_LIMITS[column])
+            return value
 
         if many:
             params = [{k: to_db(k, v) for k, v in p.items()} for p in params]

@@ -42,6 +42,10 @@ SELECT {db_now} AS now;
 -- Every schedule row, in code or not.
 SELECT * FROM JobSchedule ORDER BY id;
 
+-- name: list_schedule_definitions
+-- Sync: what each schedule row holds of its code definition (only these columns: 10,000 rows at start-up).
+SELECT id, name, cron, timezone FROM JobSchedule;
+
 -- name: get_schedule
 -- One schedule row.
 SELECT * FROM JobSchedule WHERE id = :id;
@@ -62,13 +66,10 @@ WHERE id = :id;
 -- A row with no definition in code, or a disabled one, has no next run.
 UPDATE JobSchedule SET nextRunAt = NULL, updatedAt = :now WHERE id = :id AND nextRunAt IS NOT NULL;
 
--- name: disabled_with_next_run
--- Schedules disabled behind the daemon's back (e.g. by SQL) that still carry a next run time.
-SELECT id FROM JobSchedule WHERE enabled = false AND nextRunAt IS NOT NULL;
-
--- name: enabled_without_next_run
--- Schedules enabled behind the daemon's back (e.g. by SQL) that have no next run time yet.
-SELECT id FROM JobSchedule WHERE enabled = true AND nextRunAt IS NULL;
+-- name: enablement_to_follow
+-- Schedules enabled or disabled behind the daemon's back (e.g. by SQL): enabled without a next run, or disabled with one.
+SELECT id, enabled FROM JobSchedule
+WHERE (enabled = false AND nextRunAt IS NOT NULL) OR (enabled = true AND nextRunAt IS NULL);
 
 -- name: normalise_typed_times
 -- SQLite only: times an operator typed by SQL ('T', no milliseconds, 'Z' or an offset) in the stored
@@ -152,6 +153,14 @@ UPDATE JobSchedule
 SET lockedAt = NULL, lockedBy = NULL, lastRunAt = :last_run_at, updatedAt = :now,
     runCount = runCount + :succeeded, failureCount = failureCount + :failed
 WHERE id = :id AND lockedBy = :owner;
+
+-- name: recovery_needed
+-- One cheap look before recovery: a live-looking instance gone silent, a RUNNING run of an instance no
+-- longer alive, or a lease not renewed. 0 means every recovery statement would change nothing.
+SELECT (EXISTS (SELECT 1 FROM WorkerInstance WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before)
+     OR EXISTS (SELECT 1 FROM JobRun WHERE status = 'RUNNING'
+                  AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING'))
+     OR EXISTS (SELECT 1 FROM JobSchedule WHERE lockedAt < :dead_before)) AS needed;
 
 -- name: expired_locks
 -- Leases not renewed for LOCK_TIMEOUT_MS: their holder is dead or cut off.

@@ -4,7 +4,8 @@
 - Presence: a WorkerInstance row kept alive by a heartbeat thread, which also renews the leases of
   the schedules this process holds, so a long job keeps its lock and a dead process loses it.
 - retry_until_stored(), run_loop(), until_database_answers(): how the loops survive database faults.
-- recover(): free what dead processes left behind (their RUNNING runs, their expired locks).
+- recovery_needed(), recover(): is anything left behind by dead processes; free it (their RUNNING runs,
+  their expired locks).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SyncReport:
 def sync_definitions(db: Database, app: App, now: datetime) -> SyncReport:
     """Create missing schedules disabled, copy changed cron/time zone/name, unschedule rows not in code."""
     with db.transaction():
-        rows = {row["id"]: row for row in db.fetch_all("list_schedules")}
+        rows = {row["id"]: row for row in db.fetch_all("list_schedule_definitions")}
         created = [s for s in app.schedules.values() if s.id not in rows]
         db.execute_many(
             "insert_schedule",
@@ -111,9 +112,12 @@ class Presence:
             self.held.discard(schedule_id)
 
     def beat(self, now: datetime) -> None:
-        """Heartbeat and renew every lease held, in one short transaction."""
+        """Heartbeat and renew every lease held, in one short transaction (a heartbeat alone needs none)."""
         with self._lock:
             held = sorted(self.held)
+        if not held:  # idle: one statement a beat
+            self.db.execute("heartbeat", id=self.id, now=now)
+            return
         with self.db.transaction():
             self.db.execute("heartbeat", id=self.id, now=now)
             for schedule_id in held:
@@ -253,6 +257,11 @@ def log_result(
             (error or "").strip().splitlines()[-1],
             extra=fields,
         )
+
+
+def recovery_needed(db: Database, now: datetime, lock_timeout: timedelta) -> bool:
+    """Would recover() (or queue recovery) find anything: a silent instance, an orphaned run, an expired lease?"""
+    return bool(db.fetch_value("recovery_needed", "needed", dead_before=now - lock_timeout))
 
 
 def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:

@@ -33,7 +33,16 @@ from health import check_health
 from occurrence import InlineExecutor, QueueExecutor, run_now, skipped_record
 from queue_mode import JobWorker, recover_queued_runs
 from records import JobPool
-from runner import Presence, recover, retry_until_stored, run_loop, sync_definitions, until_database_answers, utcnow
+from runner import (
+    Presence,
+    recover,
+    recovery_needed,
+    retry_until_stored,
+    run_loop,
+    sync_definitions,
+    until_database_answers,
+    utcnow,
+)
 from scheduling import App, ScheduleDefinition, load_app, schedule_warnings
 from settings import Settings, configure_logging
 from supervisor import ChildPool
@@ -43,6 +52,10 @@ log = logging.getLogger("daemon")
 DUE_BATCH = 1000  # due schedules read per query; the loop drains batch after batch
 LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past its last one (contention delays beats)
 STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
+
+
+class Overtaken(Exception):
+    """Another daemon moved some rows of a batch first: the batch is rolled back and taken row by row."""
 
 
 def alive_at(lifetimes: list[dict[str, Any]], at: datetime, grace: timedelta) -> bool:
@@ -158,8 +171,9 @@ class ScheduleDaemon:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
         housekeeping = now >= self.next_recovery
         if housekeeping:
-            recover(self.db, now, self.lock_timeout)
-            recover_queued_runs(self.db, self.app, now, self.stopping)
+            if recovery_needed(self.db, now, self.lock_timeout):  # one cheap query while every process is alive
+                recover(self.db, now, self.lock_timeout)
+                recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no
         # claim matched (the last pass stalled) is what a time typed by hand looks like.
@@ -214,23 +228,35 @@ class ScheduleDaemon:
         """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence.
 
         Returns how many schedules moved on."""
-        skipped = []
-        with self.db.transaction():
-            for schedule, due in schedules:
-                next_run_at = schedule.next_after(now)
-                if self.db.execute("skip_occurrences", id=schedule.id, due=due, next_run_at=next_run_at, now=now) == 1:
-                    skipped.append(
-                        skipped_record(
-                            schedule.id,
-                            due,
-                            max(due, schedule.latest_at_or_before(now)),
-                            "no schedule daemon was running (missed-run policy SKIP)",
-                            self.presence.id,
-                            now,
-                        )
-                    )
-            self.db.execute_many("insert_skip_record", skipped)
-            alerts.occurrences_missed(self.db, skipped)
+        moves = [
+            {"id": schedule.id, "due": due, "next_run_at": schedule.next_after(now), "now": now}
+            for schedule, due in schedules
+        ]
+        records = [
+            skipped_record(
+                schedule.id,
+                due,
+                max(due, schedule.latest_at_or_before(now)),
+                "no schedule daemon was running (missed-run policy SKIP)",
+                self.presence.id,
+                now,
+            )
+            for schedule, due in schedules
+        ]
+        try:
+            # One statement sent for the batch: each row's guard (nextRunAt = :due) still makes it ours
+            # alone, and a sum short of the batch means another daemon moved some of them first.
+            with self.db.transaction():
+                if self.db.execute_many("skip_occurrences", moves) != len(moves):
+                    raise Overtaken
+                self.db.execute_many("insert_skip_record", records)
+                alerts.occurrences_missed(self.db, records)
+            skipped = records
+        except Overtaken:  # rolled back: row by row, each skip recorded only where its own move matched
+            with self.db.transaction():
+                skipped = [r for m, r in zip(moves, records) if self.db.execute("skip_occurrences", **m) == 1]
+                self.db.execute_many("insert_skip_record", skipped)
+                alerts.occurrences_missed(self.db, skipped)
         if skipped:  # one line per batch: after a long outage there may be thousands
             names = ", ".join(r["schedule_id"] for r in skipped[:5]) + (
                 f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -282,11 +308,10 @@ class ScheduleDaemon:
 
     def follow_enablement(self, now: datetime) -> None:
         """Follow enabling and disabling done by SQL: give newly enabled rows a next run, clear disabled ones."""
-        for row in self.db.fetch_all("disabled_with_next_run"):
-            self.db.execute("unschedule", id=row["id"], now=now)
-        for row in self.db.fetch_all("enabled_without_next_run"):
-            schedule = self.app.schedules.get(row["id"])
-            if schedule is not None:
+        for row in self.db.fetch_all("enablement_to_follow"):
+            if not row["enabled"]:
+                self.db.execute("unschedule", id=row["id"], now=now)
+            elif (schedule := self.app.schedules.get(row["id"])) is not None:
                 self.db.execute("schedule_first_run", id=schedule.id, next_run_at=schedule.next_after(now), now=now)
 
     def process_due(

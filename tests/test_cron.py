@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import cron
 from cron import cron_problem, latest_at_or_before, next_after, seconds_last_warning, upcoming, zone_problem
 from tests.cron_oracle import Fires, offset_changes
 
@@ -95,6 +96,18 @@ def test_next_and_latest_match_the_oracle_around_every_offset_change(zone_name):
     assert not found, "\n".join(found[:20])
 
 
+@pytest.mark.parametrize("expression", ("30 2 * * *", "30 1 * * *", "*/7 * * * *", "* * * * * */7"))
+def test_answers_remembered_between_two_occurrences_match_the_oracle_at_every_instant(expression):
+    """cron.py keeps the occurrences either side of the last instant asked and answers from them until the
+    next one passes: walking forward in small steps through both New York changes must never see it stale."""
+    found = []
+    for change in changes_of("America/New_York"):
+        fires = Fires(expression, "America/New_York", change.at - timedelta(days=2), change.at + timedelta(days=2))
+        steps = range(-3 * 3600, 3 * 3600, 97)  # seconds; 97 so that steps fall on and off every occurrence
+        found += mismatches(expression, "America/New_York", fires, [change.at + timedelta(seconds=s) for s in steps])
+    assert not found, "\n".join(found[:20])
+
+
 @pytest.mark.parametrize("zone_name", ZONES)
 def test_next_and_latest_match_the_oracle_from_random_instants(zone_name):
     rng, found = random.Random(zone_name), []
@@ -166,6 +179,25 @@ def test_any_expression_matches_the_oracle(expression, zone_name, near_change, s
     assume(answers is not None)
     for asked in (t, t.astimezone(ZoneInfo(zone_name))):
         assert (next_after(expression, zone_name, asked), latest_at_or_before(expression, zone_name, asked)) == answers
+
+
+@settings(max_examples=300 * SWEEP, deadline=None, derandomize=True)
+@given(expression=expressions, seconds=st.integers(0, 3 * 365 * 86400), micro=st.sampled_from([0, 1, 500_000]))
+def test_the_direct_wall_walk_agrees_with_croniters_walk(expression, seconds, micro):
+    """cron.py walks plain expressions itself (a tenth of croniter's cost) and hands rarer days to croniter;
+    both walks must give the same wall times, rare dates on a weekday (e.g. `0 0 13 1 */7`) included."""
+    assume(cron_problem(expression) is None)
+    walls, walker = cron._walls(expression), cron._parse(expression)
+    wall = datetime(2026, 1, 1) + timedelta(seconds=seconds, microseconds=micro)
+    assert cron._first_after(walls, wall) == cron._first_after(walker, wall)
+    assert cron._last_at_or_before(walls, wall) == cron._last_at_or_before(walker, wall)
+
+
+def test_plain_expressions_are_walked_directly_and_others_by_croniter():
+    assert isinstance(cron._walls("0 12 */2 * 1"), cron._PlainWalls)
+    assert isinstance(cron._walls("*/10 * * * * 30"), cron._PlainWalls)
+    for expression in ("0 0 L * *", "0 0 * * 5#3", "0 0 * * L5"):  # last day, nth weekday, last weekday
+        assert not isinstance(cron._walls(expression), cron._PlainWalls), expression
 
 
 # -- the oracle, checked by hand on a few cases --------------------------------------------------------

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 from jobs import JobRegistry
-from runner import Presence, recover, sync_definitions
+from runner import Presence, recover, recovery_needed, sync_definitions
 from schedule_daemon import ScheduleDaemon
 from scheduling import App, ScheduleDefinition
 from settings import Settings
@@ -173,6 +173,29 @@ def test_missed_occurrence_is_skipped_and_recorded_under_skip_policy(db):
     assert db.fetch_one("get_schedule", id="every-minute")["nextRunAt"] == T0 + 60 * SECOND
 
 
+def test_a_skip_batch_another_daemon_partly_moved_first_records_each_skip_once(db, database_url):
+    from db import Database
+    from occurrence import skipped_record
+
+    app, _ = make_app(*(ScheduleDefinition(f"s{n}", f"S{n}", "", "* * * * *") for n in range(3)))
+    daemon = make_daemon(db, app)
+    register(daemon, T0 + 10 * SECOND)
+    due, now = T0 - 3600 * SECOND, T0 + 30 * SECOND
+    for n in range(3):
+        enable(db, f"s{n}", due)
+    batch = [(app.schedules[f"s{n}"], due) for n in range(3)]  # what this daemon read as due
+    peer = Database.from_url(database_url)  # another daemon, on its own connection, moves s1 first
+    with peer.transaction():
+        assert peer.execute("skip_occurrences", id="s1", due=due, next_run_at=T0 + 60 * SECOND, now=now) == 1
+        peer.execute("insert_skip_record", **skipped_record("s1", due, T0, "the peer's skip", "peer", now))
+    peer.close()
+    assert daemon.skip_missed(batch, now) == 2
+    skips = {r["scheduleId"]: r for r in runs(db, status="SKIPPED")}
+    assert sorted(skips) == ["s0", "s1", "s2"] and len(runs(db, status="SKIPPED")) == 3
+    assert "the peer's skip" in skips["s1"]["error"] and "no schedule daemon" in skips["s0"]["error"]
+    assert all(db.fetch_one("get_schedule", id=f"s{n}")["nextRunAt"] == T0 + 60 * SECOND for n in range(3))
+
+
 def test_run_once_policy_runs_one_catch_up_for_the_latest_missed_occurrence(db):
     app, calls = make_app(ScheduleDefinition("r", "R", "", "* * * * *", missed_run_policy="RUN_ONCE"))
     daemon = make_daemon(db, app)
@@ -239,6 +262,34 @@ def test_expired_lock_is_freed_and_orphaned_runs_fail(db):
     assert row["lockedAt"] is None and row["failureCount"] == 1 and row["nextRunAt"] == T0 + 60 * SECOND
     run = db.fetch_one("get_run", id=run_id)
     assert run["status"] == "FAILED" and "died" in run["error"]
+
+
+def test_recovery_is_looked_for_only_when_something_is_stale_and_each_cause_is_seen(db):
+    """The daemon runs recovery only when recovery_needed says so: a miss here would leave a run RUNNING."""
+    app, _ = make_app()
+    sync_definitions(db, app, T0)
+    enable(db, "every-minute", T0)
+    timeout = timedelta(seconds=5)
+    db.insert("register_worker", id="w", worker_type="schedule_daemon", hostname="h", pid=1, now=T0)
+    assert not recovery_needed(db, T0 + 4 * SECOND, timeout)  # all alive, nothing held
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w went silent
+    db.execute("heartbeat", id="w", now=T0 + 6 * SECOND)
+    db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner="w", now=T0)
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w is alive but its lease was not renewed
+    db.execute("renew_lock", id="every-minute", owner="w", now=T0 + 6 * SECOND)
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)
+    db.insert(
+        "insert_run",
+        **{"job_name": "a", "trigger": "CRON", "schedule_id": "every-minute", "scheduled_for": T0, "batch_id": None},
+        **{"attempt": 1, "status": "RUNNING", "worker_id": "w", "queued_at": None, "started_at": T0},
+        **{"completed_at": None, "duration_ms": None, "error": None, "now": T0},
+    )
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # a live worker's run
+    db.execute("stop_worker", id="w", now=T0 + 7 * SECOND)
+    assert recovery_needed(db, T0 + 7 * SECOND, timeout)  # stopped, its run left RUNNING
+    recover(db, T0 + 7 * SECOND, timeout)
+    db.execute("release_schedule", id="every-minute", owner="w", last_run_at=T0, succeeded=0, failed=1, now=T0)
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # recovered: nothing left
 
 
 def test_a_live_holder_renews_its_lease_so_recovery_leaves_it_alone(db):

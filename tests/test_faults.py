@@ -503,8 +503,9 @@ def test_a_next_run_typed_by_sql_without_milliseconds_is_claimed_without_spinnin
     operator_sql(db, TYPED_BY_HAND[db.kind])
     ran = wait_for(lambda: next((r for r in runs(db) if r["status"] == "COMPLETED"), None), 15, "the typed occurrence")
     assert ran["scheduledFor"] <= now()
-    row = db.fetch_one("get_schedule", id="fault")
-    assert row["nextRunAt"] > now() and row["lockedAt"] is None
+    # The run's outcome commits before the schedule is released: wait for the release, not just the outcome.
+    row = wait_for(lambda: (r := db.fetch_one("get_schedule", id="fault"))["lockedAt"] is None and r, 15, "the release")
+    assert row["nextRunAt"] > now()
     before, began = cpu_seconds(daemon.pid), time.monotonic()
     time.sleep(3)  # measuring CPU over a window, not synchronising
     used = (cpu_seconds(daemon.pid) - before) / (time.monotonic() - began)
