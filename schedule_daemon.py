@@ -113,6 +113,8 @@ class ScheduleDaemon:
     def _start_once(self) -> None:
         self.db.migrate()
         self.executor.prepare()
+        # After downtime, occurrences are due at once: their child starts while the definitions sync.
+        self.expect_next_occurrence(self.db.now())
         if not self.presence.registered:
             self.presence.register()
             log.info("[daemon] Schedule daemon registered: %s", self.presence.id)
@@ -368,13 +370,20 @@ class ScheduleDaemon:
             if not started:
                 self.executor.unreserve()
 
+    def expect_next_occurrence(self, now: datetime) -> datetime | None:
+        """The earliest enabled nextRunAt, for which a job child is started shortly before (at once if due)."""
+        row = self.db.fetch_one("next_wakeup")
+        if row is None:
+            return None
+        next_run: datetime = row["nextRunAt"]
+        self.executor.expect((next_run - now).total_seconds())
+        return next_run
+
     def seconds_until_next_pass(self, now: datetime) -> float:
         """Until the earliest enabled nextRunAt or the poll interval, whichever comes first."""
         wake = now + self.poll_interval
-        row = self.db.fetch_one("next_wakeup")
-        if row is not None:
-            wake = min(wake, row["nextRunAt"])
-            self.executor.expect((row["nextRunAt"] - now).total_seconds())  # a child ready by then
+        if (next_run := self.expect_next_occurrence(now)) is not None:
+            wake = min(wake, next_run)
         # A schedule held by another process (a "Run now", a long run elsewhere) may be due when it is
         # released: look again every heartbeat from its due time. This daemon's own runs wake it at once.
         held = self.db.fetch_one("next_due_while_locked")
