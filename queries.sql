@@ -155,16 +155,19 @@ SET lockedAt = NULL, lockedBy = NULL, lastRunAt = :last_run_at, updatedAt = :now
 WHERE id = :id AND lockedBy = :owner;
 
 -- name: recovery_needed
--- One cheap look before recovery: a live-looking instance gone silent, a RUNNING run of an instance no
--- longer alive, or a lease not renewed. 0 means every recovery statement would change nothing.
-SELECT (EXISTS (SELECT 1 FROM WorkerInstance WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before)
+-- One cheap look before recovery: another live-looking instance gone silent, a RUNNING run of an instance
+-- no longer alive, or another's lease not renewed. 0 means every recovery statement would change nothing.
+-- The asking instance (:own_id) is alive, whatever its heartbeat says after an outage.
+SELECT (EXISTS (SELECT 1 FROM WorkerInstance
+                WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before AND id <> :own_id)
      OR EXISTS (SELECT 1 FROM JobRun WHERE status = 'RUNNING'
                   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING'))
-     OR EXISTS (SELECT 1 FROM JobSchedule WHERE lockedAt < :dead_before)) AS needed;
+     OR EXISTS (SELECT 1 FROM JobSchedule WHERE lockedAt < :dead_before AND lockedBy <> :own_id)) AS needed;
 
 -- name: expired_locks
--- Leases not renewed for LOCK_TIMEOUT_MS: their holder is dead or cut off.
-SELECT id, lockedBy, lockedAt FROM JobSchedule WHERE lockedAt < :expired_before;
+-- Leases not renewed for LOCK_TIMEOUT_MS: their holder is dead or cut off (not the asking instance, :own_id,
+-- which is alive and renews its own at its next heartbeat).
+SELECT id, lockedBy, lockedAt FROM JobSchedule WHERE lockedAt < :expired_before AND lockedBy <> :own_id;
 
 -- name: free_expired_lock
 -- Take back one expired lease, counting the interrupted occurrence as a failure.
@@ -275,9 +278,10 @@ UPDATE WorkerInstance SET lastHeartbeatAt = :now, status = 'RUNNING' WHERE id = 
 UPDATE WorkerInstance SET status = 'STOPPED', stoppedAt = :now, lastHeartbeatAt = :now WHERE id = :id;
 
 -- name: mark_dead_workers
--- Instances silent for LOCK_TIMEOUT_MS are dead: they stop counting as RUNNING.
+-- Instances silent for LOCK_TIMEOUT_MS are dead: they stop counting as RUNNING. Not the asking instance
+-- (:own_id): after an outage its own heartbeat is stale too, but it knows it is alive, and its runs go on.
 UPDATE WorkerInstance SET status = 'DEAD', stoppedAt = lastHeartbeatAt
-WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before;
+WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before AND id <> :own_id;
 
 -- name: list_workers
 -- Every instance, newest first.

@@ -451,7 +451,7 @@ class JobWorker:
         """One pass of the main loop: housekeeping when due, record what ended, give back what waited too long,
         claim what the slots can start soon. True if it claimed any."""
         if now >= self.next_recovery:
-            recover(self.db, now, self.lock_timeout)
+            recover(self.db, now, self.lock_timeout, self.presence.id)
             recover_queued_runs(self.db, self.app, now, self.stopping)
             self.finish_runs_lost_track_of(now)
             self.next_recovery = now + self.heartbeat_interval

@@ -259,27 +259,30 @@ def log_result(
         )
 
 
-def recovery_needed(db: Database, now: datetime, lock_timeout: timedelta) -> bool:
+def recovery_needed(db: Database, now: datetime, lock_timeout: timedelta, own_id: str) -> bool:
     """Would recover() (or queue recovery) find anything: a silent instance, an orphaned run, an expired lease?"""
-    return bool(db.fetch_value("recovery_needed", "needed", dead_before=now - lock_timeout))
+    return bool(db.fetch_value("recovery_needed", "needed", dead_before=now - lock_timeout, own_id=own_id))
 
 
-def recover(db: Database, now: datetime, lock_timeout: timedelta) -> None:
-    """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks."""
+def recover(db: Database, now: datetime, lock_timeout: timedelta, own_id: str) -> None:
+    """Clean up after processes that died: mark them DEAD, fail their RUNNING runs, free expired locks.
+
+    `own_id` is the instance asking: never itself dead, whatever its heartbeat says after an outage
+    (it would fail its own runs while they go on)."""
     dead_before = now - lock_timeout
     error = (
         "FAILED: the daemon or worker running this job died (no heartbeat for "
         f"{lock_timeout.total_seconds():.0f}s: killed, crashed or cut off)"
     )
     with db.transaction():
-        if db.execute("mark_dead_workers", dead_before=dead_before):
+        if db.execute("mark_dead_workers", dead_before=dead_before, own_id=own_id):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
         orphans = db.fetch_all("inline_runs_of_dead_workers")
         failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
         alerts.runs_failed_by_recovery(db, orphans, error)  # in this transaction: a lost COMMIT loses neither
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)
-    for row in db.fetch_all("expired_locks", expired_before=dead_before):
+    for row in db.fetch_all("expired_locks", expired_before=dead_before, own_id=own_id):
         if db.execute("free_expired_lock", id=row["id"], owner=row["lockedBy"], locked_at=row["lockedAt"], now=now):
             log.warning(
                 "[recovery] freed the lock on %s held by %s since %s (lease expired)",

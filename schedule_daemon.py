@@ -173,8 +173,8 @@ class ScheduleDaemon:
         """Housekeeping, then every due schedule of one batch. True if any moved on (claimed, skipped, unscheduled)."""
         housekeeping = now >= self.next_recovery
         if housekeeping:
-            if recovery_needed(self.db, now, self.lock_timeout):  # one cheap query while every process is alive
-                recover(self.db, now, self.lock_timeout)
+            if recovery_needed(self.db, now, self.lock_timeout, self.presence.id):  # one query while all is well
+                recover(self.db, now, self.lock_timeout, self.presence.id)
                 recover_queued_runs(self.db, self.app, now, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no

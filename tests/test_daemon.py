@@ -255,9 +255,9 @@ def test_expired_lock_is_freed_and_orphaned_runs_fail(db):
         error=None,
         now=T0,
     )
-    recover(db, T0 + 4 * SECOND, timedelta(seconds=5))  # not expired yet: nothing happens
+    recover(db, T0 + 4 * SECOND, timedelta(seconds=5), "the-test")  # not expired yet: nothing happens
     assert db.fetch_one("get_schedule", id="every-minute")["lockedBy"] == dead.presence.id
-    recover(db, T0 + 6 * SECOND, timedelta(seconds=5))
+    recover(db, T0 + 6 * SECOND, timedelta(seconds=5), "the-test")
     row = db.fetch_one("get_schedule", id="every-minute")
     assert row["lockedAt"] is None and row["failureCount"] == 1 and row["nextRunAt"] == T0 + 60 * SECOND
     run = db.fetch_one("get_run", id=run_id)
@@ -271,25 +271,25 @@ def test_recovery_is_looked_for_only_when_something_is_stale_and_each_cause_is_s
     enable(db, "every-minute", T0)
     timeout = timedelta(seconds=5)
     db.insert("register_worker", id="w", worker_type="schedule_daemon", hostname="h", pid=1, now=T0)
-    assert not recovery_needed(db, T0 + 4 * SECOND, timeout)  # all alive, nothing held
-    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w went silent
+    assert not recovery_needed(db, T0 + 4 * SECOND, timeout, "the-test")  # all alive, nothing held
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout, "the-test")  # w went silent
     db.execute("heartbeat", id="w", now=T0 + 6 * SECOND)
     db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner="w", now=T0)
-    assert recovery_needed(db, T0 + 6 * SECOND, timeout)  # w is alive but its lease was not renewed
+    assert recovery_needed(db, T0 + 6 * SECOND, timeout, "the-test")  # w is alive but its lease was not renewed
     db.execute("renew_lock", id="every-minute", owner="w", now=T0 + 6 * SECOND)
-    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout, "the-test")
     db.insert(
         "insert_run",
         **{"job_name": "a", "trigger": "CRON", "schedule_id": "every-minute", "scheduled_for": T0, "batch_id": None},
         **{"attempt": 1, "status": "RUNNING", "worker_id": "w", "queued_at": None, "started_at": T0},
         **{"completed_at": None, "duration_ms": None, "error": None, "now": T0},
     )
-    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # a live worker's run
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout, "the-test")  # a live worker's run
     db.execute("stop_worker", id="w", now=T0 + 7 * SECOND)
-    assert recovery_needed(db, T0 + 7 * SECOND, timeout)  # stopped, its run left RUNNING
-    recover(db, T0 + 7 * SECOND, timeout)
+    assert recovery_needed(db, T0 + 7 * SECOND, timeout, "the-test")  # stopped, its run left RUNNING
+    recover(db, T0 + 7 * SECOND, timeout, "the-test")
     db.execute("release_schedule", id="every-minute", owner="w", last_run_at=T0, succeeded=0, failed=1, now=T0)
-    assert not recovery_needed(db, T0 + 7 * SECOND, timeout)  # recovered: nothing left
+    assert not recovery_needed(db, T0 + 7 * SECOND, timeout, "the-test")  # recovered: nothing left
 
 
 def test_a_live_holder_renews_its_lease_so_recovery_leaves_it_alone(db):
@@ -301,8 +301,35 @@ def test_a_live_holder_renews_its_lease_so_recovery_leaves_it_alone(db):
     db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner=live.id, now=T0)
     live.hold("every-minute")
     live.beat(T0 + 4 * SECOND)
-    recover(db, T0 + 6 * SECOND, timedelta(seconds=5))
+    recover(db, T0 + 6 * SECOND, timedelta(seconds=5), "the-test")
     assert db.fetch_one("get_schedule", id="every-minute")["lockedBy"] == live.id
+
+
+def test_after_an_outage_recovery_never_takes_the_asking_instance_for_dead(db):
+    """Every heartbeat is stale when the database comes back; the instance that looks first is alive itself:
+    it must not fail its own running run or free its own lease (it did, under load: a flaky fault test)."""
+    app, _ = make_app()
+    sync_definitions(db, app, T0)
+    enable(db, "every-minute", T0)
+    for instance in ("me", "other"):
+        db.insert("register_worker", id=instance, worker_type="schedule_daemon", hostname="h", pid=1, now=T0)
+    db.execute("claim_occurrence", id="every-minute", due=T0, next_run_at=T0 + 60 * SECOND, owner="me", now=T0)
+    run_id = db.insert(
+        "insert_run",
+        **{"job_name": "a", "trigger": "CRON", "schedule_id": "every-minute", "scheduled_for": T0, "batch_id": None},
+        **{"attempt": 1, "status": "RUNNING", "worker_id": "me", "queued_at": None, "started_at": T0},
+        **{"completed_at": None, "duration_ms": None, "error": None, "now": T0},
+    )
+    after_outage, timeout = T0 + 60 * SECOND, timedelta(seconds=5)
+    assert recovery_needed(db, after_outage, timeout, "me")  # the other one went silent
+    recover(db, after_outage, timeout, "me")
+    statuses = {w["id"]: w["status"] for w in db.fetch_all("list_workers")}
+    assert statuses == {"me": "RUNNING", "other": "DEAD"}
+    assert db.fetch_one("get_run", id=run_id)["status"] == "RUNNING"
+    assert db.fetch_one("get_schedule", id="every-minute")["lockedBy"] == "me"
+    assert not recovery_needed(db, after_outage, timeout, "me")  # only our own staleness is left
+    recover(db, after_outage, timeout, "other")  # seen from another instance, we are silent: we are dead
+    assert db.fetch_one("get_run", id=run_id)["status"] == "FAILED"
 
 
 def test_a_schedule_held_elsewhere_and_due_is_looked_at_again_within_one_heartbeat(db):

@@ -124,7 +124,9 @@ def test_a_final_failure_skips_the_dependents_and_fails_the_occurrence(db):
 def test_runs_of_a_dead_worker_are_retried_or_failed(db):
     app, calls, worker, batch = setup(db, retries=1)
     extract, report = sorted(worker.claim(T0, 2), key=lambda run: run.job_name)
-    db.execute("mark_dead_workers", dead_before=T0 + timedelta(seconds=1))  # the worker stopped heartbeating
+    db.execute(
+        "mark_dead_workers", dead_before=T0 + timedelta(seconds=1), own_id="the-test"
+    )  # the worker stopped heartbeating
     assert recover_queued_runs(db, app, T0 + timedelta(seconds=6)) == 2
     statuses = runs_of(db)
     assert ("extract", 1, "FAILED") in statuses and ("extract", 2, "QUEUED") in statuses  # retries=1
