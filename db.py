@@ -190,8 +190,10 @@ def expand_tuples(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]
     def cases(match: re.Match[str]) -> str:
         return " ".join(f"WHEN {k} THEN {v}" for k, v in zip(names(match[1]), names(match[2]), strict=True))
 
+    if any(isinstance(v, tuple) and not v for v in params.values()):
+        raise ValueError("a tuple parameter needs at least one value (`IN ()` is an error on MySQL)")
     sql = re.sub(r"\{cases :(\w+) :(\w+)\}", cases, sql)
-    sql = re.sub(r"IN :(\w+)", lambda m: f"IN ({', '.join(names(m[1]))})", sql)
+    sql = re.sub(r"\bIN\s+:(\w+)\b", lambda m: f"IN ({', '.join(names(m[1]))})", sql, flags=re.IGNORECASE)
     expanded = {k: v for k, v in params.items() if not isinstance(v, tuple)}
     for name, values in params.items():
         if isinstance(values, tuple):

@@ -160,7 +160,7 @@ WHERE id = :id AND lockedBy = :owner;
 -- The asking instance (:own_id) is alive, whatever its heartbeat says after an outage.
 SELECT (EXISTS (SELECT 1 FROM WorkerInstance
                 WHERE status = 'RUNNING' AND lastHeartbeatAt < :dead_before AND id <> :own_id)
-     OR EXISTS (SELECT 1 FROM JobRun WHERE status = 'RUNNING'
+     OR EXISTS (SELECT 1 FROM JobRun WHERE status = 'RUNNING' AND workerId <> :own_id
                   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING'))
      OR EXISTS (SELECT 1 FROM JobSchedule WHERE lockedAt < :dead_before AND lockedBy <> :own_id)) AS needed;
 
@@ -204,21 +204,23 @@ UPDATE JobRun SET status = :status, completedAt = :completed_at, durationMs = :d
 WHERE id = :id AND status = 'RUNNING';
 
 -- name: fail_runs_of_dead_workers
--- Inline runs left RUNNING by a daemon that is no longer alive (queued runs go through queue recovery).
+-- Inline runs left RUNNING by a daemon that is no longer alive (queued runs go through queue recovery);
+-- never the asking instance's (:own_id): another may have marked it DEAD during an outage, but it lives.
 UPDATE JobRun SET status = 'FAILED', completedAt = :now, error = :error
-WHERE status = 'RUNNING' AND queuedAt IS NULL
+WHERE status = 'RUNNING' AND queuedAt IS NULL AND workerId <> :own_id
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
 -- name: inline_runs_of_dead_workers
 -- The runs fail_runs_of_dead_workers is about to fail, read first so that each can alert.
 SELECT id, scheduleId, jobName, `trigger` FROM JobRun
-WHERE status = 'RUNNING' AND queuedAt IS NULL
+WHERE status = 'RUNNING' AND queuedAt IS NULL AND workerId <> :own_id
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
 -- name: queued_runs_of_dead_workers
--- Queued runs a job worker was running when it died: each is retried or failed.
+-- Queued runs a job worker was running when it died: each is retried or failed (not the asking
+-- instance's own, :own_id, as above).
 SELECT * FROM JobRun
-WHERE status = 'RUNNING' AND queuedAt IS NOT NULL
+WHERE status = 'RUNNING' AND queuedAt IS NOT NULL AND workerId <> :own_id
   AND workerId IN (SELECT id FROM WorkerInstance WHERE status <> 'RUNNING');
 
 -- name: queued_runs_of_worker
@@ -402,12 +404,13 @@ UPDATE JobRun SET status = 'SKIPPED', completedAt = :now, error = :error
 WHERE batchId = :batch_id AND status = 'QUEUED' AND blockedBy > 0;
 
 -- name: finish_batch_jobs
--- Count jobs of occurrences (:ids, the same counts each) as finished; the rows stay locked until commit,
--- so one finisher sees an occurrence reach zero. completedAt comes first: MySQL evaluates assignments
--- left to right, SQLite all on the old row.
+-- Count jobs of occurrences as finished (:ids, and per occurrence how many :finished, of which :failed);
+-- the rows stay locked until commit, so one finisher sees an occurrence reach zero. completedAt comes
+-- first: MySQL evaluates assignments left to right, SQLite all on the old row.
 UPDATE JobBatch
-SET completedAt = CASE WHEN remaining - :finished <= 0 THEN :now ELSE NULL END,
-    remaining = remaining - :finished, failed = failed + :failed
+SET completedAt = CASE WHEN remaining - CASE id {cases :ids :finished} END <= 0 THEN :now ELSE NULL END,
+    remaining = remaining - CASE id {cases :ids :finished} END,
+    failed = failed + CASE id {cases :ids :failed} END
 WHERE id IN :ids;
 
 -- name: get_batches

@@ -15,14 +15,15 @@ A worker's main loop does all of its database work, a few runs at a time:
 - record: the runs that ended since, in one transaction: a failure with retries left is queued again as
   the next attempt after a backoff; a final failure skips the dependents; a completion unblocks them.
   The transaction that brings JobBatch.remaining to zero records the occurrence's outcome on the schedule.
-Its JOB_WORKER_CONCURRENCY executor threads run the claimed runs in supervised children, no database
-in between. Runs of a worker that stopped heartbeating are recorded the same way, as failures, by
+Its JOB_WORKER_CONCURRENCY executor threads run the claimed runs in supervised children (and store
+the lines they print); what the runs' rows say is the main loop's to write. Runs of a worker that stopped heartbeating are recorded the same way, as failures, by
 whoever notices first.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import re
 import threading
@@ -46,6 +47,7 @@ log = logging.getLogger("worker")
 SOON_S = 0.1  # a worker claims what its slots can start within this long, at the pace runs have been going
 MAX_CLAIM = 100  # runs claimed in one transaction at most
 GIVE_BACK_S = 1.0  # a claimed run not started within this long goes back to the queue
+RECORD_CHUNK = 100  # runs recorded in one transaction at most (each error may be 64 KB: a bounded packet)
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,19 @@ def record_in_transaction(db: Database, app: App, finished: list[Finished], now:
         queue_retry(db, item, retry_backoff(app, item) or timedelta(0))
     ended = [f for f in stored if f not in retries]
     counts: dict[str, tuple[int, int]] = {}  # batch id: (jobs finished, of which failed)
-    for item in sorted(ended, key=lambda f: (f.run.batch_id, f.run.id)):  # one lock order: no deadlock among us
+    for item in sorted(ended, key=lambda f: (f.run.batch_id, f.run.id)):  # dependents in one order: no deadlock
         finished_n, failed_n = settle_dependents(db, app, item, now)
         before = counts.get(item.run.batch_id, (0, 0))
         counts[item.run.batch_id] = (before[0] + finished_n, before[1] + failed_n)
-    by_counts: dict[tuple[int, int], list[str]] = collections.defaultdict(list)  # one UPDATE per distinct count
-    for batch_id in sorted(counts):
-        by_counts[counts[batch_id]].append(batch_id)
-    for (finished_n, failed_n), batch_ids in by_counts.items():
-        db.execute("finish_batch_jobs", ids=tuple(batch_ids), finished=finished_n, failed=failed_n, now=now)
+    if counts:  # one statement: the rows are locked in key order, the same in every worker
+        batch_ids = tuple(sorted(counts))
+        db.execute(
+            "finish_batch_jobs",
+            ids=batch_ids,
+            finished=tuple(counts[b][0] for b in batch_ids),
+            failed=tuple(counts[b][1] for b in batch_ids),
+            now=now,
+        )
     # Only the transaction that brought `remaining` to zero (the rows stay locked until commit) sees it so.
     batches = db.fetch_all("get_batches", ids=tuple(counts)) if counts else []
     return Recorded(
@@ -297,8 +303,10 @@ def dependents_of(app: App, job_name: str, transitive: bool) -> list[str]:
     return found
 
 
-def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threading.Event | None = None) -> int:
-    """Record, as failures (retried if the job allows), the runs of workers no longer alive."""
+def recover_queued_runs(
+    db: Database, app: App, now: datetime, own_id: str, stopping: threading.Event | None = None
+) -> int:
+    """Record, as failures (retried if the job allows), the runs of workers no longer alive (not `own_id`'s)."""
     failures = [
         Finished(
             QueuedRun.from_row(row),
@@ -308,7 +316,7 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
             now,
             None,
         )
-        for row in db.fetch_all("queued_runs_of_dead_workers")
+        for row in db.fetch_all("queued_runs_of_dead_workers", own_id=own_id)
     ]
     recovered = len(record_finished(db, app, failures, now, stopping))
     if recovered:
@@ -322,7 +330,8 @@ def recover_queued_runs(db: Database, app: App, now: datetime, stopping: threadi
 class InHand:
     """The runs a worker claimed and has not recorded yet: waiting to start, running, or ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping  # once set, no run starts: what waits goes back to the queue
         self.cond = threading.Condition()
         self.waiting: collections.deque[tuple[QueuedRun, float]] = collections.deque()  # (run, claimed at)
         self.running: dict[int, float] = {}  # run id: when it started
@@ -340,11 +349,11 @@ class InHand:
             self.cond.notify(len(runs))
 
     def next_to_start(self) -> QueuedRun | None:
-        """For an executor: the oldest waiting run, once there is one; None once closed."""
+        """For an executor: the oldest waiting run, once there is one; None once stopping or closed."""
         with self.cond:
             while not self.waiting and not self.closed:
                 self.cond.wait()
-            if not self.waiting:
+            if not self.waiting or self.stopping.is_set():
                 return None
             run, _ = self.waiting.popleft()
             self.running[run.id] = time.monotonic()
@@ -409,7 +418,7 @@ class JobWorker:
         self.presence = Presence(db, "job_worker", self.heartbeat_interval.total_seconds())
         self.next_recovery = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self.stopped = threading.Event()
-        self.hand = InHand()
+        self.hand = InHand(self.stopping)
         self.wake = threading.Event()  # an executor needs the main loop: runs ended, or few left to start
         self.pace_s = SOON_S  # recent mean time of a run; unknown at first, so one run per slot is claimed
 
@@ -436,25 +445,37 @@ class JobWorker:
         for executor in executors:
             executor.start()
         run_loop(self.work_once, self.pause, self.stopping, "worker", self.db.now, wake=self.wake)
-        # Stopping: runs not started go back to the queue; the runs going end (within the pool's grace).
-        self.give_back(self.hand.take_waiting())
-        self.hand.close()
-        for executor in executors:
-            executor.join()
-        self.record(self.hand.take_ended())
-        self.pool.close()
-        self.presence.stop(self.db.now())
-        log.info("[worker] Job worker %s stopped", self.presence.id)
-        self.stopped.set()
+        # Stopping: runs not started go back to the queue (executors start none after stop()); the runs
+        # going end (within the pool's grace) and are recorded. Whatever fails here, the worker stops.
+        try:
+            self.give_back(self.hand.take_waiting())
+        finally:
+            self.hand.close()
+            for executor in executors:
+                executor.join()
+            try:
+                self.record(self.hand.take_ended())
+            except Exception as exc:  # one attempt at shutdown; recovery fails what is left RUNNING
+                log.error("[worker] could not record the last results at shutdown: %s", exc)
+            finally:
+                self.pool.close()
+                try:
+                    self.presence.stop(self.db.now())
+                finally:
+                    log.info("[worker] Job worker %s stopped", self.presence.id)
+                    self.stopped.set()
 
     def work_once(self, now: datetime) -> bool:
         """One pass of the main loop: housekeeping when due, record what ended, give back what waited too long,
         claim what the slots can start soon. True if it claimed any."""
         if now >= self.next_recovery:
-            recover(self.db, now, self.lock_timeout, self.presence.id)
-            recover_queued_runs(self.db, self.app, now, self.stopping)
-            self.finish_runs_lost_track_of(now)
             self.next_recovery = now + self.heartbeat_interval
+            try:
+                recover(self.db, now, self.lock_timeout, self.presence.id)
+                recover_queued_runs(self.db, self.app, now, self.presence.id, self.stopping)
+                self.finish_runs_lost_track_of(now)
+            except Exception:  # recording and claiming go on; housekeeping tries again next heartbeat
+                log.exception("[worker] housekeeping failed; retrying in one heartbeat")
         self.record(self.hand.take_ended())
         self.give_back(self.hand.take_waiting(claimed_before=time.monotonic() - GIVE_BACK_S))
         claimed = self.claim(now, self.room())
@@ -479,7 +500,12 @@ class JobWorker:
     def execute_loop(self) -> None:
         """An executor: run claimed runs one after another; wake the main loop when few are left to start."""
         while (run := self.hand.next_to_start()) is not None:
-            item = self.execute(run)
+            try:
+                item = self.execute(run)
+            except Exception as exc:  # the supervisor's own failure (no child could start...): the run ends
+                log.exception("[worker] could not run %s (run %s)", run.job_name, run.id)
+                now = self.db.now()
+                item = Finished(run, RunStatus.FAILED, f"the job worker could not run it: {exc!r}", now, now, 0)
             self.hand.end(item)
             self.pace_s = (
                 0.8 * self.pace_s + 0.2 * (item.completed_at - (item.started_at or item.completed_at)).total_seconds()
@@ -531,8 +557,9 @@ class JobWorker:
             return
         try:
             self.db.execute("give_back_runs", ids=tuple(r.id for r in runs), worker_id=self.presence.id)
-        except RETRYABLE as exc:  # still ours and RUNNING: housekeeping fails them as lost track of (retried)
+        except RETRYABLE as exc:  # still ours: they stay in hand, to start or give back later
             log.error("[worker] could not give back %d claimed runs: %s", len(runs), exc)
+            self.hand.add(runs)
             return
         log.info("[worker] gave back %d claimed runs it could not start within %gs", len(runs), GIVE_BACK_S)
 
@@ -562,22 +589,33 @@ class JobWorker:
             return
         now = self.db.now()
 
-        def plainer(exc: ValueRejected) -> list[Finished]:
-            error = f"the job's error text was refused by the database ({exc}); see the worker's log"
-            return record_finished(
-                self.db, self.app, [replace(f, error=error) if f.error else f for f in ended], now, self.stopping
-            )
+        def store(items: list[Finished]) -> list[Finished]:
+            return record_finished(self.db, self.app, items, now, self.stopping)
 
-        try:
-            recorded = retry_until_stored(
-                "recording job results",
-                lambda: record_finished(self.db, self.app, ended, now, self.stopping),
-                self.stopping,
-                on_rejected=plainer,
-            )
-        except BaseException:
-            self.hand.put_back_ended(ended)
-            raise
+        def one_by_one(chunk: list[Finished], exc: ValueRejected) -> list[Finished]:
+            """A value was refused: each run on its own, and only the refused one with a plainer error."""
+            recorded = []
+            for item in chunk:
+                try:
+                    recorded += store([item])
+                except ValueRejected as refused:
+                    error = f"the job's error text was refused by the database ({refused}); see the worker's log"
+                    recorded += store([replace(item, error=error)])
+            return recorded
+
+        recorded: list[Finished] = []
+        for start in range(0, len(ended), RECORD_CHUNK):
+            chunk = ended[start : start + RECORD_CHUNK]
+            try:
+                recorded += retry_until_stored(
+                    "recording job results",
+                    functools.partial(store, chunk),
+                    self.stopping,
+                    on_rejected=functools.partial(one_by_one, chunk),
+                )
+            except BaseException:
+                self.hand.put_back_ended(ended[start:])
+                raise
         for item in {f.run.id: f for f in ended}.keys() - {f.run.id for f in recorded}:
             log.error("[worker] run %s had already been failed by recovery; its result is not recorded", item)
 

@@ -277,8 +277,8 @@ def recover(db: Database, now: datetime, lock_timeout: timedelta, own_id: str) -
     with db.transaction():
         if db.execute("mark_dead_workers", dead_before=dead_before, own_id=own_id):
             log.warning("[recovery] marked instances silent since before %s as DEAD", dead_before.isoformat())
-        orphans = db.fetch_all("inline_runs_of_dead_workers")
-        failed = db.execute("fail_runs_of_dead_workers", now=now, error=error)
+        orphans = db.fetch_all("inline_runs_of_dead_workers", own_id=own_id)
+        failed = db.execute("fail_runs_of_dead_workers", now=now, error=error, own_id=own_id)
         alerts.runs_failed_by_recovery(db, orphans, error)  # in this transaction: a lost COMMIT loses neither
     if failed:
         log.warning("[recovery] marked %d orphaned RUNNING runs FAILED", failed)

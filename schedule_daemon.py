@@ -175,7 +175,7 @@ class ScheduleDaemon:
         if housekeeping:
             if recovery_needed(self.db, now, self.lock_timeout, self.presence.id):  # one query while all is well
                 recover(self.db, now, self.lock_timeout, self.presence.id)
-                recover_queued_runs(self.db, self.app, now, self.stopping)
+                recover_queued_runs(self.db, self.app, now, self.presence.id, self.stopping)
             self.next_recovery = now + self.heartbeat_interval
         # Not every pass: the rewrite scans the table and takes SQLite's write lock. A due row that no
         # claim matched (the last pass stalled) is what a time typed by hand looks like.

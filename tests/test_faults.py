@@ -189,7 +189,7 @@ def test_a_deadlock_while_finishing_a_queued_run_is_retried(db, processes, tmp_p
     hold.unlink()  # the worker finishes: it locks the run's row, then waits for the batch row we hold
 
     def worker_holds_the_run_row() -> bool:
-        """Inside finish_run: it updated the run's row (and next waits for the batch row, if not already)."""
+        """Recording the outcome: it updated the run's row (and next waits for the batch row, if not already)."""
         import pymysql
 
         probe = operator_connection(db)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 from health import check_health
@@ -15,7 +16,7 @@ from runner import sync_definitions
 from scheduling import App, ScheduleDefinition
 from settings import Settings
 from tests.admin_client import AdminServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.inprocess import InProcessPool
 
 T0 = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
@@ -127,14 +128,45 @@ def test_runs_of_a_dead_worker_are_retried_or_failed(db):
     db.execute(
         "mark_dead_workers", dead_before=T0 + timedelta(seconds=1), own_id="the-test"
     )  # the worker stopped heartbeating
-    assert recover_queued_runs(db, app, T0 + timedelta(seconds=6)) == 2
+    assert recover_queued_runs(db, app, T0 + timedelta(seconds=6), "the-test") == 2
     statuses = runs_of(db)
     assert ("extract", 1, "FAILED") in statuses and ("extract", 2, "QUEUED") in statuses  # retries=1
     assert ("report", 1, "FAILED") in statuses and ("report", 2, "QUEUED") not in statuses  # no retries
     died = db.fetch_one("get_run", id=report.id)
     assert "died" in died["error"]
-    assert recover_queued_runs(db, app, T0 + timedelta(seconds=7)) == 0, "recovered once only"
+    assert recover_queued_runs(db, app, T0 + timedelta(seconds=7), "the-test") == 0, "recovered once only"
     assert extract.id != report.id
+
+
+class PoolThatCannotStartReport(InProcessPool):
+    """The supervisor's own side fails for one job (no child can be started for it, say)."""
+
+    def run(self, job, call):
+        if call.job_name == "report":
+            raise OSError("cannot fork: resource temporarily unavailable")
+        return super().run(job, call)
+
+
+def test_a_run_the_worker_itself_fails_to_start_ends_failed_and_the_worker_goes_on(db):
+    app, calls = make_app()
+    sync_definitions(db, app, T0)
+    settings = Settings.from_env({"EXECUTION_MODE": "queue", "JOB_WORKER_POLL_INTERVAL_MS": "50"})
+    worker = JobWorker(db, app, settings, pool=PoolThatCannotStartReport(db))
+    worker.start()
+    now = datetime.now(timezone.utc)
+    with db.transaction():
+        batch = enqueue_occurrence(db, app, app.schedules["etl"], now, "CRON", now)
+    loop = threading.Thread(target=worker.run_forever)
+    loop.start()
+    try:
+        done = wait_for(lambda: (b := db.fetch_one("get_batch", id=batch))["completedAt"] and b, 20, "the occurrence")
+    finally:
+        worker.stop()
+        loop.join(30)
+    runs = {r["jobName"]: r for r in db.fetch_all("batch_runs", batch_id=batch)}
+    assert runs["report"]["status"] == "FAILED" and "could not run it" in runs["report"]["error"]
+    assert runs["extract"]["status"] == runs["transform"]["status"] == "COMPLETED"
+    assert done["failed"] == 1 and not loop.is_alive() and worker.stopped.is_set()
 
 
 def test_run_now_in_queue_mode_answers_202_with_the_queued_run_ids(database_url):
