@@ -553,7 +553,7 @@ def test_a_recovery_whose_commit_answer_is_lost_still_alerts_its_failed_run(db, 
         monkeypatch.setattr(alerts, "_service", AlertService(cut, settings, "recovery"))
         proxy.cut_at_commit(b"SET status = 'FAILED', completedAt = ")  # the COMMIT lands, its answer is lost
         with pytest.raises(DatabaseUnavailable):
-            recover(cut, at, timedelta(seconds=60))
+            recover(cut, at, timedelta(seconds=60), "the-test")
         assert proxy.cuts == 1 and db.fetch_one("get_run", id=run_id)["status"] == "FAILED"
         assert [(a["event"], a["runId"]) for a in db.fetch_all("list_alerts", limit=10)] == [("run_failed", run_id)]
     finally:
