@@ -117,6 +117,7 @@ class SQLiteDialect:
     for_update: str = ""  # likewise: the transaction already holds the only write lock
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     stores_times_as_text: bool = True  # an operator's UPDATE may store any ISO form; see normalise_typed_times
+    needs_skip_locked: bool = False  # queue claims: BEGIN IMMEDIATE serialises the writers instead
     converts_values: bool = False  # the DATETIME converter registered below already gives aware datetimes
     clock_is_ours: bool = True  # the library in this process reads this host's clock: measuring it tells nothing
 
@@ -140,6 +141,7 @@ class MySQLDialect:
     for_update: str = "FOR UPDATE"
     db_now: str = "UTC_TIMESTAMP(3)"
     stores_times_as_text: bool = False  # DATETIME(3) normalises whatever is written
+    needs_skip_locked: bool = True  # queue claims skip the rows other workers are claiming (8.0.1+, MariaDB 10.6+)
     converts_values: bool = True  # PyMySQL's datetimes are naive: from_db marks them UTC
     clock_is_ours: bool = False  # the server's host may keep another time: measured every heartbeat
 

@@ -101,7 +101,7 @@ def skip_locked_problem(version: str) -> str | None:
 
 def require_skip_locked(db: Database) -> None:
     """Refuse queue mode on a MySQL server without SKIP LOCKED. SQLite serialises writers instead."""
-    if db.kind == "mysql" and (problem := skip_locked_problem(db.fetch_value("server_version", "version"))):
+    if db.dialect.needs_skip_locked and (problem := skip_locked_problem(db.fetch_value("server_version", "version"))):
         raise ConfigError(problem)
 
 
