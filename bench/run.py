@@ -367,14 +367,19 @@ def punctuality(bench: Bench) -> None:
 # -- 4. scale: 10,000 schedules ---------------------------------------------------------------------------
 
 
-def scale(bench: Bench) -> None:
+def many_schedules(bench: Bench) -> tuple[int, dict[str, str]]:
+    """10,000 schedules (2,000 with --quick) of 1,440 distinct daily crons: how many, and the app's env."""
     count = 10_000 if not bench.quick else 2_000
-    env = {
+    return count, {
         "SCHEDULES_MODULE": "bench.bench_app",
         "BENCH_SCHEDULES": str(count),
         "BENCH_CRON": "spread",
         "APP_ENV": "test",
     }
+
+
+def scale(bench: Bench) -> None:
+    count, env = many_schedules(bench)
     app = application(env)
     label = f"scale, {count} schedules"
     for _ in range(bench.repeats):
@@ -419,13 +424,7 @@ def scale(bench: Bench) -> None:
 
 def restart(bench: Bench) -> None:
     """`--once` after 24 h down (every schedule overdue, no daemon alive since): process start to exit."""
-    count = 10_000 if not bench.quick else 2_000
-    env = {
-        "SCHEDULES_MODULE": "bench.bench_app",
-        "BENCH_SCHEDULES": str(count),
-        "BENCH_CRON": "spread",
-        "APP_ENV": "test",
-    }
+    count, env = many_schedules(bench)
     template = synced_database(bench, "sqlite", env)
     enable_all(template)
     db = Database.from_url(template)
