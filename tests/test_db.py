@@ -1,6 +1,7 @@
 """The database layer on both backends: URLs, migrations, UTC datetimes, reconnects, the seeds' SQL."""
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -50,6 +51,22 @@ def test_times_round_trip_as_aware_utc_to_the_millisecond(db):
     assert row["createdAt"] == NOW.replace(microsecond=123000)
     assert row["createdAt"].tzinfo is not None and row["createdAt"].utcoffset() == timedelta(0)
     assert row["enabled"] in (0, False)
+
+
+def test_a_batch_stores_each_time_as_its_own_instant_even_where_wall_times_compare_equal(db):
+    # 1 November 2026, 01:30 in New York happens twice (EDT, then EST): the two compare equal (PEP 495),
+    # and the batch converts each distinct time once; 05:30 UTC is the first of them in another zone.
+    new_york = ZoneInfo("America/New_York")
+    first, second = datetime(2026, 11, 1, 1, 30, tzinfo=new_york), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=new_york)
+    assert first == second
+    times = {"edt": first, "est": second, "utc": datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc), "edt-again": first}
+    db.execute_many(
+        "insert_schedule",
+        [{"id": k, "name": k, "cron": "* * * * *", "timezone": "UTC", "now": v} for k, v in times.items()],
+    )
+    stored = {k: db.fetch_one("get_schedule", id=k)["createdAt"] for k in times}
+    assert stored == {k: v.astimezone(timezone.utc) for k, v in times.items()}
+    assert stored["est"] - stored["edt"] == timedelta(hours=1)
 
 
 def test_naive_datetimes_are_refused(db):
