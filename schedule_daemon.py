@@ -201,9 +201,9 @@ class ScheduleDaemon:
             elif (
                 schedule.missed_run_policy == "SKIP"
                 and row["nextRunAt"] <= tick
-                and self.missed(schedule, row["nextRunAt"], tick, lifetimes)
+                and self.missed(latest := latest_due(schedule, row["nextRunAt"], tick), lifetimes)
             ):
-                to_skip.append((schedule, row["nextRunAt"]))
+                to_skip.append((schedule, row["nextRunAt"], latest))
             else:
                 to_run.append((schedule, row["nextRunAt"]))
         if to_skip:
@@ -219,31 +219,29 @@ class ScheduleDaemon:
         self.stalled = not moved
         return bool(moved)
 
-    def missed(
-        self, schedule: ScheduleDefinition, due: datetime, now: datetime, lifetimes: list[dict[str, Any]]
-    ) -> bool:
-        """Did the latest occurrence due by `now` fall due while no daemon was alive?"""
-        latest = max(due, schedule.latest_at_or_before(now))
+    def missed(self, latest: datetime, lifetimes: list[dict[str, Any]]) -> bool:
+        """Did the latest occurrence due (see latest_due) fall due while no daemon was alive?"""
         return not alive_at(lifetimes, latest, self.liveness_margin)
 
-    def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime]], now: datetime) -> int:
+    def skip_missed(self, schedules: list[tuple[ScheduleDefinition, datetime, datetime]], now: datetime) -> int:
         """Missed-run policy SKIP, for a whole batch in one transaction: record the skip, move to the next occurrence.
 
-        Returns how many schedules moved on."""
+        `schedules` holds each schedule with its due nextRunAt and latest occurrence due. Returns how many
+        schedules moved on."""
         moves = [
             {"id": schedule.id, "due": due, "next_run_at": schedule.next_after(now), "now": now}
-            for schedule, due in schedules
+            for schedule, due, _ in schedules
         ]
         records = [
             skipped_record(
                 schedule.id,
                 due,
-                max(due, schedule.latest_at_or_before(now)),
+                latest,
                 "no schedule daemon was running (missed-run policy SKIP)",
                 self.presence.id,
                 now,
             )
-            for schedule, due in schedules
+            for schedule, due, latest in schedules
         ]
         try:
             # One statement sent for the batch: each row's guard (nextRunAt = :due) still makes it ours
@@ -280,7 +278,7 @@ class ScheduleDaemon:
             schedule = self.app.schedules.get(row["id"])
             if schedule is None or schedule.overlap_policy != "SKIP":
                 continue
-            latest = max(row["nextRunAt"], schedule.latest_at_or_before(now))
+            latest = latest_due(schedule, row["nextRunAt"], now)
             with self.db.transaction():
                 if (
                     self.db.execute(
@@ -328,8 +326,8 @@ class ScheduleDaemon:
             return False
         started = False  # start() takes the reservation over; anything else gives it back
         try:
-            latest = max(due, schedule.latest_at_or_before(now))
-            missed = self.missed(schedule, due, now, lifetimes)
+            latest = latest_due(schedule, due, now)
+            missed = self.missed(latest, lifetimes)
             batch_id = None
             coalesced = None
             try:
@@ -390,6 +388,11 @@ class ScheduleDaemon:
         if held is not None:
             wake = min(wake, max(held["nextRunAt"], now + self.heartbeat_interval))
         return max(0.0, (wake - now).total_seconds())
+
+
+def latest_due(schedule: ScheduleDefinition, due: datetime, now: datetime) -> datetime:
+    """The latest occurrence due by `now` of a schedule whose nextRunAt `due` has come (the one a catch-up runs)."""
+    return max(due, schedule.latest_at_or_before(now))
 
 
 def schedule_previous(schedule: ScheduleDefinition, occurrence: datetime) -> datetime:

@@ -183,7 +183,8 @@ def test_a_skip_batch_another_daemon_partly_moved_first_records_each_skip_once(d
     due, now = T0 - 3600 * SECOND, T0 + 30 * SECOND
     for n in range(3):
         enable(db, f"s{n}", due)
-    batch = [(app.schedules[f"s{n}"], due) for n in range(3)]  # what this daemon read as due
+    # What this daemon read as due, each with the latest occurrence due by `now`
+    batch = [(app.schedules[f"s{n}"], due, app.schedules[f"s{n}"].latest_at_or_before(now)) for n in range(3)]
     peer = Database.from_url(database_url)  # another daemon, on its own connection, moves s1 first
     with peer.transaction():
         assert peer.execute("skip_occurrences", id="s1", due=due, next_run_at=T0 + 60 * SECOND, now=now) == 1
