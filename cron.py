@@ -86,6 +86,7 @@ def fields_of(expression: str) -> list[str]:
     return [_single_value_ranges(f) for f in NICKNAMES.get(expression.strip().lower(), expression).split()]
 
 
+@lru_cache(maxsize=4096)  # this and _plain_values: per field, which thousands of expressions share
 def _single_value_ranges(field: str) -> str:
     """`5-5` and `5-5/2` written as `5`: croniter 7 reads a range whose ends are equal as `*`."""
     items = []
@@ -319,6 +320,7 @@ _SEARCH_DAYS = 4 * 366  # days walked directly; an expression whose days are rar
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59))  # each field's numbers, in FIELDS' order
 
 
+@lru_cache(maxsize=4096)
 def _plain_values(field: str, low: int, high: int) -> frozenset[int] | None:
     """The numbers a field of numbers, names, `*`, ranges, steps and lists names; None for L, W, # and `?`."""
     values: set[int] = set()

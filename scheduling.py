@@ -65,6 +65,7 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
     """Every problem in `schedules`, one line each, naming the schedule id and the field."""
     problems: list[str] = []
     seen: set[str] = set()
+    groups = registry.groups
     for position, s in enumerate(schedules):
         if not isinstance(s, ScheduleDefinition):
             problems.append(f"schedules[{position}]: is a {type(s).__name__}, not a ScheduleDefinition")
@@ -91,10 +92,10 @@ def schedule_problems(schedules: list[ScheduleDefinition], registry: JobRegistry
             )
         elif s.execution_mode == "GROUP" and not s.job_group:
             problems.append(f"{where}: field 'job_group': required when execution_mode is 'GROUP'")
-        elif s.execution_mode == "GROUP" and s.job_group not in registry.groups:
+        elif s.execution_mode == "GROUP" and s.job_group not in groups:
             problems.append(
                 f"{where}: field 'job_group': no job belongs to group {s.job_group!r} "
-                f"(groups: {', '.join(sorted(registry.groups)) or 'none'})"
+                f"(groups: {', '.join(sorted(groups)) or 'none'})"
             )
         for env in s.environments or ():
             if env not in ENVIRONMENTS:
