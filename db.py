@@ -88,6 +88,8 @@ CLOCK_TOLERANCE = timedelta(seconds=1)  # how far our clock may differ from the 
 
 def fit_column(value: str, limit: ColumnLimit) -> str:
     """`value` as valid UTF-8 within `limit`: its head and tail kept, the middle replaced by CUT_MARKER."""
+    if value.isascii() and len(value) <= limit.size:  # the usual case, and isascii() reads a flag
+        return value
     value = value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate would fail the write
     encoded = value.encode("utf-8")
     size = len(value) if limit.unit is Unit.CHARACTERS else len(encoded)
