@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import json
 import os
+import py_compile
 import resource
 import signal
 import statistics
@@ -894,6 +895,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     args = parser.parse_args()
     bench = Bench(args.quick, args.repeats or (1 if args.quick else 3))
+    # Start-up is measured as a deployed process starts: from bytecode, as pip left the dependencies'
+    # (the peer's too). A machine with PYTHONDONTWRITEBYTECODE set never writes the project's own, and
+    # every start would compile it again (about 35 ms).
+    for source in [*ROOT.glob("*.py"), *ROOT.glob("jobs/*.py"), *ROOT.glob("bench/*.py")]:
+        py_compile.compile(str(source), doraise=True)
     print(
         f"benchmarks in {bench.dir}; MariaDB: {'yes' if bench.mariadb else 'not installed (SQLite only)'}", flush=True
     )
