@@ -16,6 +16,7 @@ its jobs' child processes (supervisor.py); the loop wakes when one of them ends.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -49,7 +50,7 @@ from supervisor import ChildPool
 
 log = logging.getLogger("daemon")
 
-DUE_BATCH = 1000  # due schedules read per query; the loop drains batch after batch
+DUE_BATCH = 2500  # due schedules read per query (and skipped per transaction); the loop drains batch after batch
 LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past its last one (contention delays beats)
 STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
 
@@ -563,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
     daemon.start()
+    gc.freeze()  # start-up's objects (modules, thousands of definitions) live as long as the process: never collected
     try:
         if not daemon.stopping.is_set():
             daemon.run_once() if args.once else daemon.serve_forever()
