@@ -29,9 +29,11 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, CroniterError, croniter
+if TYPE_CHECKING:
+    from croniter import croniter
 
 from errors import quoted
 
@@ -109,6 +111,8 @@ _WALKER_LOCK = threading.Lock()  # croniter objects are stateful; the admin serv
 @lru_cache(maxsize=4096)
 def _parse(expression: str) -> croniter:
     """A parsed expression, days combined the Vixie way. Parsing is half of croniter's cost, so once each."""
+    from croniter import croniter  # here, not at the top: plain expressions never need it (_plain_field)
+
     fields = fields_of(expression)
     return croniter(" ".join(fields), day_or=_days_either(fields))
 
@@ -125,10 +129,14 @@ def _field_problem(name: str, text: str, position: int, count: int) -> str | Non
                 "time; write the value you want"
             )
         start, dash, end = base.partition("-")
-        if dash and (start.isdigit() or start in _NAMES) and (end.isdigit() or end in _NAMES):
-            first, last = (int(v) if v.isdigit() else _NAMES[v] for v in (start, end))
+        if dash and (_digits(start) or start in _NAMES) and (_digits(end) or end in _NAMES):
+            first, last = (int(v) if _digits(v) else _NAMES[v] for v in (start, end))
             if first > last:
                 return f"{where}: range {start}-{end} starts after it ends; write it as two ranges joined by a comma"
+    if _plain_field(text, position):
+        return None
+    from croniter import CroniterError, croniter
+
     probe = ["*"] * count
     probe[position] = text
     try:
@@ -136,6 +144,31 @@ def _field_problem(name: str, text: str, position: int, count: int) -> str | Non
     except (CroniterError, ValueError, KeyError, IndexError):
         return f"{where} is not valid (use {_ALLOWED[name]}, '*', lists a,b, ranges a-b and steps */n)"
     return None
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: int() also reads other scripts' digits, and "²".isdigit() is True but int() fails."""
+    return text.isascii() and text.isdigit()
+
+
+def _plain_field(text: str, position: int) -> bool:
+    """True for a field of numbers within its range, `*`, ascending ranges and steps of at least 1.
+
+    croniter accepts every such field (tests/test_cron.py checks it against croniter); deciding them
+    here keeps croniter, and the 15 ms of importing it, out of a start whose crons are all plain.
+    """
+    low, high = _RANGES[position]
+    for item in text.split(","):
+        span, slash, step = item.partition("/")
+        if slash and not (_digits(step) and int(step) >= 1):
+            return False
+        if span == "*":
+            continue
+        start, dash, end = span.partition("-")
+        last = end if dash else start
+        if not (_digits(start) and _digits(last) and low <= int(start) <= int(last) <= high):
+            return False
+    return True
 
 
 def _never_fires_reason(fields: list[str]) -> str:
@@ -165,6 +198,8 @@ def cron_problem(expression: str) -> str | None:
             return problem
     if _fires_every_year(fields) and isinstance(_walls(expression), _PlainWalls):
         return None  # croniter read every field on its own; the days meet; next_after() needs no croniter
+    from croniter import CroniterBadDateError, CroniterError
+
     try:
         walls = _parse(expression)
         with _WALKER_LOCK:

@@ -7,6 +7,8 @@ sweep to N years and N times the random instants and generated expressions (CRON
 
 import os
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -423,6 +425,42 @@ def test_problems_quote_at_most_about_60_characters_of_the_input():
 )
 def test_good_cron_has_no_problem(expression):
     assert cron_problem(expression) is None
+
+
+_numbers = st.integers(-1, 65).map(str) | st.sampled_from(["00", "007", "²", "٣", "", "x"])
+_spans = st.one_of(st.just("*"), _numbers, st.tuples(_numbers, _numbers).map("-".join))
+_items = st.tuples(_spans, st.none() | _numbers).map(lambda i: i[0] if i[1] is None else f"{i[0]}/{i[1]}")
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(position=st.integers(0, 5), items=st.lists(_items, min_size=1, max_size=3))
+def test_a_field_decided_without_croniter_is_one_croniter_accepts(position, items):
+    from croniter import croniter
+
+    field = ",".join(items)
+    if cron._plain_field(field, position):
+        probe = ["*"] * 6
+        probe[position] = field
+        croniter(" ".join(probe))  # raises if the shortcut accepted what croniter refuses
+
+
+def test_plain_crons_are_validated_and_walked_without_importing_croniter():
+    code = (
+        "import sys, cron; from datetime import datetime, timezone\n"
+        "for e in ('*/15 * * * *', '0 9-17/2 1,15 * 1-5', '30 0 * * 7', '* * * * * */10', '@daily'):\n"
+        "    assert cron.cron_problem(e) is None, e\n"
+        "    cron.next_after(e, 'Europe/Paris', datetime.now(timezone.utc))\n"
+        "print('croniter' in sys.modules)\n"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "False"
+    assert cron_problem("0 0 L * *") is None and "croniter" in sys.modules  # the others still go to croniter
+
+
+@pytest.mark.parametrize("expression", ["1-² * * * *", "0 ٣ * * *", "0 0 1-١٢ * *"])
+def test_digits_of_other_scripts_are_a_clear_problem_not_a_crash(expression):
+    problem = cron_problem(expression)
+    assert problem is not None and "is not valid" in problem
 
 
 def test_zone_problem():
