@@ -93,10 +93,6 @@ WHERE id = :id AND enabled = false;
 UPDATE JobSchedule SET enabled = false, nextRunAt = NULL, updatedAt = :now
 WHERE id = :id AND enabled = true;
 
--- name: move_all_next_runs
--- Benchmarks: set every enabled schedule's next run at once (e.g. to a day ago, as after downtime).
-UPDATE JobSchedule SET nextRunAt = :next_run_at WHERE enabled = true;
-
 -- name: due_schedules
 -- Enabled, unlocked schedules whose next occurrence has come, oldest first.
 SELECT id, nextRunAt FROM JobSchedule

@@ -133,11 +133,14 @@ def main() -> None:
     elif args.mode == "sync":
         s = scheduler(args.db)
         s.start(paused=True)
-        # --overdue: store the jobs as a scheduler that went down a day ago would have left them
-        overdue = {"next_run_time": datetime.now(timezone.utc) - timedelta(days=1)} if args.overdue else {}
+        # --overdue: store the jobs as a scheduler that went down a day ago would have left them, each
+        # waiting for its first fire time after that moment
+        stopped = datetime.now(timezone.utc) - timedelta(days=1)
         started = time.perf_counter()
         for i in range(args.jobs):
-            s.add_job(noop, cron(f"{i % 60} {i // 60 % 24} * * *"), id=f"job-{i}", replace_existing=True, **overdue)
+            trigger = cron(f"{i % 60} {i // 60 % 24} * * *")
+            overdue = {"next_run_time": trigger.get_next_fire_time(None, stopped)} if args.overdue else {}
+            s.add_job(noop, trigger, id=f"job-{i}", replace_existing=True, **overdue)
         result["seconds"] = time.perf_counter() - started
         if args.overdue:  # leave the store as a crashed process would: shutdown() would process the overdue jobs
             print(json.dumps(result), flush=True)

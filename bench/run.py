@@ -427,10 +427,17 @@ def restart(bench: Bench) -> None:
     """`--once` after 24 h down (every schedule overdue, no daemon alive since): process start to exit."""
     count, env = many_schedules(bench)
     template = synced_database(bench, "sqlite", env)
-    enable_all(template)
+    # The daemon stopped a day ago: each schedule still waits for its first occurrence after that moment.
+    stopped = datetime.now(timezone.utc) - timedelta(days=1)
     db = Database.from_url(template)
     with db.transaction():
-        db.execute("move_all_next_runs", next_run_at=datetime.now(timezone.utc) - timedelta(days=1))
+        db.execute_many(
+            "enable_schedule",
+            [
+                {"id": s.id, "next_run_at": s.next_after(stopped), "now": stopped}
+                for s in application(env).schedules.values()
+            ],
+        )
     db.close()
     label = f"restart after 24 h down, {count} schedules all overdue: process start to exit"
     for _ in range(bench.repeats):
@@ -449,15 +456,15 @@ def restart(bench: Bench) -> None:
             after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime,
         )
         # Each schedule caught up once: one skip record (no daemon was alive when it fell due) or, for the few
-        # due within the liveness margin of the start, a coalesced one and one run; none still overdue.
+        # due within the liveness margin of the start, one run; none still overdue.
         db = Database.from_url(url)
         runs = db.fetch_all("list_runs", status=None, schedule_id=None, job_name=None, before=None, limit=10**6)
         skips = Counter(r["scheduleId"] for r in runs if r["jobName"] == "*")
         ran = Counter(r["scheduleId"] for r in runs if r["jobName"] != "*")
         late = [r["id"] for r in db.fetch_all("list_schedules") if r["nextRunAt"] <= datetime.now(timezone.utc)]
         db.close()
-        assert daemon.returncode == 0 and len(skips) == count and set(skips.values()) == {1}, skips.most_common(3)
-        assert set(ran.values()) <= {1} and not late, (ran.most_common(3), late[:3])
+        assert daemon.returncode == 0 and len(set(skips) | set(ran)) == count, (len(skips), len(ran))
+        assert set(skips.values()) <= {1} and set(ran.values()) <= {1} and not late, (skips.most_common(3), late[:3])
 
         overdue_db = bench.path("peer-overdue.db")
         peer_result(peer("sync", "--db", str(overdue_db), "--jobs", str(count), "--overdue"))
