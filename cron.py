@@ -197,7 +197,7 @@ def cron_problem(expression: str) -> str | None:
         if problem is not None:
             return problem
     if _fires_every_year(fields) and isinstance(_walls(expression), _PlainWalls):
-        return None  # croniter read every field on its own; the days meet; next_after() needs no croniter
+        return None  # every field is valid on its own; the days meet; next_after() needs no croniter
     from croniter import CroniterBadDateError, CroniterError
 
     try:
@@ -232,9 +232,12 @@ def seconds_last_warning(expression: str) -> str | None:
     fields = fields_of(expression)
     if len(fields) != 6 or cron_problem(expression) is not None:
         return None
-    expanded = _parse(expression).expanded
-    minutes, seconds = expanded[0], expanded[5]
-    if seconds != ["*"] and len(seconds) < 60 or minutes == ["*"] or len(minutes) == 60:
+    walls = _walls(expression)
+    if isinstance(walls, _PlainWalls):
+        minutes, seconds = list(walls.minutes), list(walls.seconds)
+    else:  # croniter's expanded fields: ['*'] where unrestricted
+        minutes, seconds = (list(range(60)) if f == ["*"] else f for f in (walls.expanded[0], walls.expanded[5]))
+    if len(seconds) < 60 or len(minutes) == 60:
         return None
     listed = ",".join(str(m) for m in minutes[:12]) + (",..." if len(minutes) > 12 else "")
     meant = " ".join(fields[1:] + fields[:1])
@@ -395,8 +398,12 @@ class _PlainWalls:
     @staticmethod
     def of(expression: str) -> _PlainWalls | None:
         fields = fields_of(expression)
+        if len(fields) not in (5, 6):
+            return None
+        # croniter reads day of week `7/n` as Sunday and every n-th day after it, as `0/n`
+        fields[4] = ",".join("0" + item[1:] if item.startswith("7/") else item for item in fields[4].split(","))
         values = [_plain_values(f, low, high) for f, (low, high) in zip(fields + ["0"], _RANGES)]
-        if len(fields) not in (5, 6) or any(v is None for v in values):
+        if any(v is None for v in values):
             return None
         second, minute, hour, day, month, weekday = (values[i] or frozenset() for i in (5, 0, 1, 2, 3, 4))
         return _PlainWalls(

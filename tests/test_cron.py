@@ -195,6 +195,15 @@ def test_the_direct_wall_walk_agrees_with_croniters_walk(expression, seconds, mi
     assert cron._last_at_or_before(walls, wall) == cron._last_at_or_before(walker, wall)
 
 
+@pytest.mark.parametrize("expression", ["0 0 * * 7/2", "0 0 * * 7/3", "30 6 * * 1,7/4", "0 0 1 * 7/2"])
+def test_day_of_week_7_with_a_step_is_walked_as_croniter_walks_it(expression):
+    walls, walker = cron._walls(expression), cron._parse(expression)
+    assert isinstance(walls, cron._PlainWalls)
+    wall = datetime(2026, 1, 1)
+    for _ in range(40):
+        assert cron._first_after(walls, wall) == (wall := cron._first_after(walker, wall)), expression
+
+
 def test_plain_expressions_are_walked_directly_and_others_by_croniter():
     assert isinstance(cron._walls("0 12 */2 * 1"), cron._PlainWalls)
     assert isinstance(cron._walls("*/10 * * * * 30"), cron._PlainWalls)
@@ -449,6 +458,7 @@ def test_plain_crons_are_validated_and_walked_without_importing_croniter():
         "import sys, cron; from datetime import datetime, timezone\n"
         "for e in ('*/15 * * * *', '0 9-17/2 1,15 * 1-5', '30 0 * * 7', '* * * * * */10', '@daily'):\n"
         "    assert cron.cron_problem(e) is None, e\n"
+        "    cron.seconds_last_warning(e)\n"  # what the daemon asks of every schedule at start-up
         "    cron.next_after(e, 'Europe/Paris', datetime.now(timezone.utc))\n"
         "print('croniter' in sys.modules)\n"
     )
