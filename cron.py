@@ -236,7 +236,9 @@ def seconds_last_warning(expression: str) -> str | None:
     if isinstance(walls, _PlainWalls):
         minutes, seconds = list(walls.minutes), list(walls.seconds)
     else:  # croniter's expanded fields: ['*'] where unrestricted
-        minutes, seconds = (list(range(60)) if f == ["*"] else f for f in (walls.expanded[0], walls.expanded[5]))
+        minutes, seconds = (
+            list(range(60)) if f == ["*"] else [int(v) for v in f] for f in (walls.expanded[0], walls.expanded[5])
+        )
     if len(seconds) < 60 or len(minutes) == 60:
         return None
     listed = ",".join(str(m) for m in minutes[:12]) + (",..." if len(minutes) > 12 else "")
