@@ -120,6 +120,7 @@ class SQLiteDialect:
     db_now: str = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     stores_times_as_text: bool = True  # an operator's UPDATE may store any ISO form; see normalise_typed_times
     needs_skip_locked: bool = False  # queue claims: BEGIN IMMEDIATE serialises the writers instead
+    due_batch: int = 2500  # due schedules a daemon pass reads and skips in one transaction: executemany runs in C
     converts_values: bool = False  # the DATETIME converter registered below already gives aware datetimes
     clock_is_ours: bool = True  # the library in this process reads this host's clock: measuring it tells nothing
 
@@ -144,6 +145,7 @@ class MySQLDialect:
     db_now: str = "UTC_TIMESTAMP(3)"
     stores_times_as_text: bool = False  # DATETIME(3) normalises whatever is written
     needs_skip_locked: bool = True  # queue claims skip the rows other workers are claiming (8.0.1+, MariaDB 10.6+)
+    due_batch: int = 1000  # PyMySQL sends an UPDATE executemany row by row, holding each row's lock to COMMIT
     converts_values: bool = True  # PyMySQL's datetimes are naive: from_db marks them UTC
     clock_is_ours: bool = False  # the server's host may keep another time: measured every heartbeat
 
@@ -326,7 +328,9 @@ class Database:
     def execute_many(self, query: str, rows: list[dict[str, Any]]) -> int:
         """Run a named statement once per parameter dict, in one round trip where the driver can.
 
-        Returns the rows changed, summed over them all (both drivers sum executemany's row counts)."""
+        Every dict names the same parameters, and a parameter holds a time (or None) in every row or in
+        none: the rows are converted by column (_to_db). Returns the rows changed, summed over them all
+        (both drivers sum executemany's row counts)."""
         if not rows:
             return 0
         rowcount: int = self._run(query, rows, lambda cur: cur.rowcount, many=True)
@@ -482,8 +486,8 @@ class Database:
         """Parameter rows as the driver takes them: times in the dialect's form, limited texts cut to fit.
 
         Built for batches (after 24 h down a restart binds 20,000 rows of 14 parameters): the first row
-        names every parameter the statement binds, and a parameter holds a time (or None) in every row
-        or in none; only those are looked at, and each distinct time is converted once.
+        tells which parameters hold times and limited texts (see execute_many); only those are looked
+        at, and each distinct time is converted once.
         """
         first = rows[0]
         # error__3, the fourth value of a tuple parameter (expand_tuples), is limited as `error` is.

@@ -50,7 +50,6 @@ from supervisor import ChildPool
 
 log = logging.getLogger("daemon")
 
-DUE_BATCH = 2500  # due schedules read per query (and skipped per transaction); the loop drains batch after batch
 LIVENESS_HEARTBEATS = 3  # a daemon counts as alive this many heartbeats past its last one (contention delays beats)
 STALLED_PAUSE_S = 1.0  # least sleep after a pass that found due schedules but could claim none of them
 
@@ -184,7 +183,7 @@ class ScheduleDaemon:
             log.info("[daemon] rewrote times typed by SQL in the stored form (UTC, to the millisecond)")
         self.follow_enablement(now)
         self.skip_overlaps(now)
-        due = self.db.fetch_all("due_schedules", now=now, limit=DUE_BATCH)
+        due = self.db.fetch_all("due_schedules", now=now, limit=self.db.dialect.due_batch)  # then batch after batch
         self.stalled = False
         if not due:
             return False
